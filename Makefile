@@ -1,0 +1,55 @@
+# Quick start: `make run` (demo) and `make test` (everything). Both set themselves up.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PROTOS := $(wildcard proto/sluice/wire/v1/*.proto)
+WIRE   := xds/_wire/wire_pb2.py
+
+.PHONY: install run test lint typecheck unit integration bench bench-analysis clean
+
+install: $(STAMP) $(WIRE)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# The xDS envelope views (see DESIGN §4) are generated from our own .proto.
+$(WIRE): $(PROTOS) $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=xds/_wire --pyi_out=xds/_wire \
+		proto/sluice/wire/v1/wire.proto
+	mv xds/_wire/sluice/wire/v1/wire_pb2.py $(WIRE)
+	mv xds/_wire/sluice/wire/v1/wire_pb2.pyi xds/_wire/wire_pb2.pyi
+	rm -rf xds/_wire/sluice
+
+run: install
+	$(PY) -m controlplane.demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check . || true
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+unit: install
+	$(VENV)/bin/pytest -q tests/unit
+
+integration: install
+	$(VENV)/bin/pytest -q tests/integration
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -q
+
+bench: install
+	$(PY) -m bench.xds_convergence
+
+bench-analysis: install
+	$(PY) -m bench.calibration
+
+clean:
+	rm -rf $(VENV) $(WIRE) xds/_wire/wire_pb2.pyi .mypy_cache .ruff_cache .pytest_cache

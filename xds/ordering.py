@@ -1,0 +1,103 @@
+"""Make-before-break: what a stream may send now, given what its proxy holds.
+
+Pure functions shared by the SotW and Delta stream machines. The rules
+(reference/xds-protocol.md, rules 7 and 8; xDS protocol page, "Eventual
+consistency considerations"):
+
+* a route configuration may name a cluster only once the proxy has ACKed that
+  cluster *and* ACKed a ClusterLoadAssignment for it sent after the cluster
+  (a cluster finishes warming only on an EDS response that follows it);
+  until then the proxy keeps the route it has (the new one is *held*);
+* a cluster leaves the CDS state only when no route the proxy holds (ACKed or
+  in flight) names it any more: until then it is *retained*, with its
+  endpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from xds import typeurls
+from xds.snapshot import Resource, Snapshot
+
+
+@dataclass(frozen=True)
+class ProxyHolds:
+    """What the proxy is known to run, as the stream machine tracks it."""
+
+    # Cluster name → version the proxy ACKed.
+    clusters: Mapping[str, str]
+    # Cluster name → the cluster version that was current when an EDS response
+    # naming it was sent; set when that response is ACKed.
+    eds_ready: Mapping[str, str]
+    # Clusters named by routes the proxy holds or has in flight; None when
+    # unknown (after a Delta reconnect with versions we never produced).
+    route_refs: frozenset[str] | None
+    # Resources the proxy ACKed that we still have the bytes of, per type.
+    acked: Mapping[str, Mapping[str, Resource]]
+
+
+@dataclass(frozen=True)
+class Sendable:
+    content: dict[str, Resource]
+    held: frozenset[str]  # names that exist but must not be sent yet (or removed)
+
+
+def ready_clusters(holds: ProxyHolds) -> frozenset[str]:
+    return frozenset(n for n, v in holds.clusters.items() if holds.eds_ready.get(n) == v)
+
+
+def retained_clusters(snapshot: Snapshot, holds: ProxyHolds) -> frozenset[str]:
+    """Clusters gone from the snapshot that a held route still names."""
+    gone = holds.clusters.keys() - snapshot.resources(typeurls.CLUSTER).keys()
+    if holds.route_refs is None:
+        return frozenset(gone)
+    return frozenset(gone & holds.route_refs)
+
+
+def sendable(
+    type_url: str, snapshot: Snapshot, names: frozenset[str] | None, holds: ProxyHolds
+) -> Sendable:
+    """The content for ``type_url`` restricted to ``names`` (None: wildcard)."""
+    current = snapshot.resources(type_url)
+    wanted = current.keys() if names is None else names
+    content = {n: current[n] for n in wanted if n in current}
+    held: set[str] = set()
+    acked = holds.acked.get(type_url, {})
+    if type_url == typeurls.CLUSTER:
+        for name in retained_clusters(snapshot, holds):
+            if names is not None and name not in names:
+                continue
+            if name in acked:
+                content[name] = acked[name]
+            else:
+                held.add(name)
+    elif type_url == typeurls.ENDPOINT:
+        retained = retained_clusters(snapshot, holds)
+        for name in wanted:
+            if name in current or name not in retained:
+                continue
+            if name in acked:
+                content[name] = acked[name]
+            else:
+                held.add(name)
+    elif type_url == typeurls.ROUTE:
+        ready = ready_clusters(holds)
+        for name in list(content):
+            route = content[name]
+            if route.refs <= ready:
+                continue
+            del content[name]
+            held.add(name)
+            if name in acked:
+                content[name] = acked[name]
+    return Sendable(dict(sorted(content.items())), frozenset(held))
+
+
+def target(type_url: str, snapshot: Snapshot, names: frozenset[str] | None) -> dict[str, Resource]:
+    """What the proxy converges to: the snapshot's resources for its subscription."""
+    current = snapshot.resources(type_url)
+    if names is None:
+        return dict(current)
+    return {n: current[n] for n in names if n in current}
