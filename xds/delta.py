@@ -206,8 +206,7 @@ class DeltaStream:
         changes = {
             n: r
             for n, r in view.content.items()
-            if (st.client.get(n) != r.version or n in st.force)
-            and st.rejected.get(n) != r.version
+            if (st.client.get(n) != r.version or n in st.force) and st.rejected.get(n) != r.version
         }
         removed = [n for n in st.client if n not in view.content and n not in view.held]
         for name in sorted(st.names | st.force):
@@ -250,7 +249,9 @@ class DeltaStream:
                 continue
             sent = version_of_pairs(self._after(st, st.in_flight).items())
             acked = version_of_pairs(st.client.items())
-            result.append(TypeStatus(type_url, sent, acked, self._state(type_url, st), st.last_nack))
+            result.append(
+                TypeStatus(type_url, sent, acked, self._state(type_url, st), st.last_nack)
+            )
         return result
 
     def _state(self, type_url: str, st: _DeltaType) -> SyncState:

@@ -126,9 +126,7 @@ class SotwStream:
                 if req.type_url == typeurls.CLUSTER:
                     # A cluster the proxy dropped must warm again if it returns,
                     # even with identical content.
-                    self._eds_ready = {
-                        n: v for n, v in self._eds_ready.items() if n in st.acked
-                    }
+                    self._eds_ready = {n: v for n, v in self._eds_ready.items() if n in st.acked}
                 if req.type_url == typeurls.ENDPOINT:
                     self._eds_ready.update(self._eds_pending.pop(req.response_nonce, {}))
             self._eds_pending = {
@@ -232,7 +230,10 @@ class SotwStream:
                 continue
             result.append(
                 TypeStatus(
-                    type_url, st.sent_version, st.acked_version, self._state(type_url, st),
+                    type_url,
+                    st.sent_version,
+                    st.acked_version,
+                    self._state(type_url, st),
                     st.last_nack,
                 )
             )

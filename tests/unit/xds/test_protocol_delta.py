@@ -119,7 +119,9 @@ def test_rule10_initial_resource_versions_skip_only_exact_matches() -> None:
     v1 = BASE.resources(C)["chat/v1"].version
     m = DeltaStream(BASE)
     out = only(
-        m.on_request(DeltaRequest(C, initial_resource_versions=(("chat/v1", v1), ("chat/v2", "old"))), 0),
+        m.on_request(
+            DeltaRequest(C, initial_resource_versions=(("chat/v1", v1), ("chat/v2", "old"))), 0
+        ),
         C,
     )
     assert rnames(out) == ["chat/v2"]
@@ -150,7 +152,9 @@ def test_rule2_delta_nack_is_not_resent_and_is_reported() -> None:
 
 def test_rule7_delta_eds_follows_a_changed_cluster() -> None:
     envoy = started()
-    changed = world({"chat/v1": "c1-new", "chat/v2": "c2"}, {"chat": {"chat/v1": 90, "chat/v2": 10}})
+    changed = world(
+        {"chat/v1": "c1-new", "chat/v2": "c2"}, {"chat": {"chat/v1": 90, "chat/v2": 10}}
+    )
     out = envoy.m.on_snapshot(changed)
     assert [r.type_url for r in out] == [C, E]
     assert rnames(out[1]) == ["chat/v1"]  # unchanged endpoints, resent so the cluster warms

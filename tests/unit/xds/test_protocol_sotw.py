@@ -182,7 +182,9 @@ def test_rule6_lds_and_cds_carry_the_full_state() -> None:
 
 def test_rule7_eds_is_always_answered_after_a_cds_change() -> None:
     envoy = started()
-    changed = world({"chat/v1": "c1-outlier", "chat/v2": "c2"}, {"chat": {"chat/v1": 90, "chat/v2": 10}})
+    changed = world(
+        {"chat/v1": "c1-outlier", "chat/v2": "c2"}, {"chat": {"chat/v1": 90, "chat/v2": 10}}
+    )
     out = envoy.m.on_snapshot(changed)
     kinds = [r.type_url for r in out]
     assert kinds == [C, E], "the EDS answer follows the CDS update at once"

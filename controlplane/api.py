@@ -1,0 +1,134 @@
+"""Admin HTTP: health, readiness, metrics, and the JSON API (DESIGN §3 contract).
+
+Read-only views over the store and the xDS server; nothing here mutates state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from controlplane.config import service_to_dict
+from controlplane.metrics import Metrics
+from controlplane.model import cluster_name, listener_name, route_config_name
+from controlplane.store import Store
+from xds.server import XdsServer
+
+
+def _short(type_url: str) -> str:
+    return type_url.rsplit("/", 1)[-1]
+
+
+class AdminApi:
+    def __init__(self, store: Store, xds: XdsServer, metrics: Metrics) -> None:
+        self.store = store
+        self.xds = xds
+        self.metrics = metrics
+        self._runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.prometheus)
+        app.router.add_get("/api/v1/services", self.services)
+        app.router.add_get("/api/v1/proxies", self.proxies)
+        return app
+
+    async def start(self, host: str, port: int) -> int:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(self, _: web.Request) -> web.Response:
+        if self.store.ready:
+            return web.Response(text="ready\n")
+        waiting = [s.name for s in self.store.sources() if not s.synced]
+        return web.Response(status=503, text=f"waiting for sources: {', '.join(waiting)}\n")
+
+    async def prometheus(self, _: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics.render(),
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"X-Content-Format": "prometheus-text-0.0.4"},
+        )
+
+    async def services(self, _: web.Request) -> web.Response:
+        services = []
+        for service in self.store.state.services:
+            services.append(
+                {
+                    "name": service.name,
+                    "weights": {v.name: v.weight for v in service.versions},
+                    "envoy": {
+                        "listener": listener_name(service.name),
+                        "routeConfiguration": route_config_name(service.name),
+                        "clusters": {
+                            v.name: cluster_name(service.name, v.name) for v in service.versions
+                        },
+                    },
+                    "spec": service_to_dict(service)["spec"],
+                }
+            )
+        body: dict[str, Any] = {
+            "revision": self.store.revision,
+            "snapshot": self.xds.cache.snapshot.version,
+            "services": services,
+            "sources": [
+                {
+                    "name": s.name,
+                    "synced": s.synced,
+                    "valid": not s.errors,
+                    "servingRevision": s.revision,
+                    "rejectedLoads": s.rejected_loads,
+                    "files": list(s.files),
+                    "errors": [str(e) for e in s.errors],
+                }
+                for s in self.store.sources()
+            ],
+        }
+        return web.json_response(body)
+
+    async def proxies(self, _: web.Request) -> web.Response:
+        proxies = []
+        for info in sorted(self.xds.proxies.values(), key=lambda p: (p.node_id, p.stream_id)):
+            types = []
+            for s in info.status():
+                types.append(
+                    {
+                        "typeUrl": s.type_url,
+                        "type": _short(s.type_url),
+                        "versionSent": s.version_sent,
+                        "versionAcked": s.version_acked,
+                        "status": s.state.value,
+                        "lastNack": s.last_nack.message if s.last_nack else None,
+                        "lastNackVersion": s.last_nack.version if s.last_nack else None,
+                    }
+                )
+            proxies.append(
+                {
+                    "id": info.node_id,
+                    "cluster": info.node_cluster,
+                    "userAgent": info.user_agent,
+                    "variant": info.variant,
+                    "stream": info.stream_id,
+                    "connectedAt": info.connected_at,
+                    "synced": all(t["status"] == "SYNCED" for t in types),
+                    "types": types,
+                }
+            )
+        return web.json_response({"proxies": proxies})

@@ -1,0 +1,123 @@
+"""The ``sluice`` command (DESIGN §3): serve, validate, bootstrap, replay, schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+USAGE = """usage: sluice <command> [options]
+
+commands:
+  serve      run the control plane (xDS + admin HTTP), watching config files
+  validate   check ModelService YAML; print file:line:column: field.path: message
+  bootstrap  print an Envoy bootstrap that connects to Sluice over ADS
+  replay     run an experiment's statistics over recorded samples (JSON lines)
+  schema     print the JSON Schema of a document kind (ModelService, Experiment)
+"""
+
+
+def serve(argv: list[str]) -> int:
+    from controlplane.app import App, ServeOptions, split_address
+
+    parser = argparse.ArgumentParser(prog="sluice serve")
+    parser.add_argument(
+        "--config",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="ModelService YAML file or directory (repeatable); watched",
+    )
+    parser.add_argument("--xds-address", default="127.0.0.1:18000", metavar="HOST:PORT")
+    parser.add_argument("--admin-address", default="127.0.0.1:19000", metavar="HOST:PORT")
+    parser.add_argument("--state", metavar="PATH", help="durable state (SQLite) file")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    args = parser.parse_args(argv)
+    try:
+        split_address(args.xds_address, "--xds-address")
+        split_address(args.admin_address, "--admin-address")
+    except ValueError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    options = ServeOptions(tuple(args.config), args.xds_address, args.admin_address, args.state)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await App(options).run(stop)
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        print(f"sluice serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def schema(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="sluice schema")
+    parser.add_argument("kind", choices=["ModelService", "Experiment"])
+    args = parser.parse_args(argv)
+    if args.kind == "ModelService":
+        from controlplane.config import modelservice_json_schema
+
+        doc = modelservice_json_schema()
+    else:
+        from analysis.spec import experiment_json_schema
+
+        doc = experiment_json_schema()
+    print(json.dumps(doc, indent=2, sort_keys=True))
+    return 0
+
+
+def _validate(argv: list[str]) -> int:
+    from controlplane.validate import main as run
+
+    return run(argv)
+
+
+def _bootstrap(argv: list[str]) -> int:
+    from xds.bootstrap import main as run
+
+    return run(argv)
+
+
+def _replay(argv: list[str]) -> int:
+    from analysis.replay import main as run
+
+    return run(argv)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "serve": serve,
+    "validate": _validate,
+    "bootstrap": _bootstrap,
+    "replay": _replay,
+    "schema": schema,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE, end="")
+        return 0 if args else 2
+    command = COMMANDS.get(args[0])
+    if command is None:
+        print(f"sluice: unknown command {args[0]!r}\n\n{USAGE}", file=sys.stderr, end="")
+        return 2
+    return command(args[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
