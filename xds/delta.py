@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from xds import ordering, typeurls
 from xds.protocol import (
+    ACKED,
+    NACKED,
     WILDCARD,
     ErrorDetail,
     Nack,
@@ -82,6 +84,7 @@ class DeltaStream:
         self._eds_pending: dict[str, dict[str, str]] = {}
         self._eds_ready: dict[str, str] = {}
         self.stale_requests = 0
+        self.events: list[tuple[str, str]] = []  # (type_url, ACKED | NACKED)
 
     def on_request(self, req: DeltaRequest, now: float) -> list[DeltaResponse]:
         check_type(req.type_url)
@@ -100,8 +103,10 @@ class DeltaStream:
                 )
                 st.in_flight = None
                 self._eds_pending.pop(flight.nonce, None)
+                self.events.append((req.type_url, NACKED))
             else:
                 self._apply(st, flight, req.type_url)
+                self.events.append((req.type_url, ACKED))
         return self._push()
 
     def on_snapshot(self, snapshot: Snapshot) -> list[DeltaResponse]:

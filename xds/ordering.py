@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from xds import typeurls
-from xds.snapshot import Resource, Snapshot
+from xds.snapshot import Resource, Snapshot, version_of
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,12 @@ class ProxyHolds:
 class Sendable:
     content: dict[str, Resource]
     held: frozenset[str]  # names that exist but must not be sent yet (or removed)
+    version: str  # version_of(content), taken from the snapshot when it is all of it
 
 
 def ready_clusters(holds: ProxyHolds) -> frozenset[str]:
-    return frozenset(n for n, v in holds.clusters.items() if holds.eds_ready.get(n) == v)
+    # Set intersection of (name, version) pairs runs in C; this is on the hot path.
+    return frozenset(name for name, _ in holds.clusters.items() & holds.eds_ready.items())
 
 
 def retained_clusters(snapshot: Snapshot, holds: ProxyHolds) -> frozenset[str]:
@@ -61,38 +63,40 @@ def sendable(
 ) -> Sendable:
     """The content for ``type_url`` restricted to ``names`` (None: wildcard)."""
     current = snapshot.resources(type_url)
-    wanted = current.keys() if names is None else names
-    content = {n: current[n] for n in wanted if n in current}
+    whole = names is None or (len(names) >= len(current) and names >= current.keys())
+    if whole:
+        content = dict(current)  # already sorted by name
+    else:
+        assert names is not None
+        content = {n: current[n] for n in sorted(names) if n in current}
     held: set[str] = set()
     acked = holds.acked.get(type_url, {})
-    if type_url == typeurls.CLUSTER:
+    if type_url in (typeurls.CLUSTER, typeurls.ENDPOINT):
         for name in retained_clusters(snapshot, holds):
             if names is not None and name not in names:
                 continue
+            whole = False
             if name in acked:
                 content[name] = acked[name]
             else:
                 held.add(name)
-    elif type_url == typeurls.ENDPOINT:
-        retained = retained_clusters(snapshot, holds)
-        for name in wanted:
-            if name in current or name not in retained:
-                continue
-            if name in acked:
-                content[name] = acked[name]
-            else:
-                held.add(name)
-    elif type_url == typeurls.ROUTE:
+    elif type_url == typeurls.ROUTE and content:
         ready = ready_clusters(holds)
-        for name in list(content):
-            route = content[name]
-            if route.refs <= ready:
-                continue
-            del content[name]
-            held.add(name)
-            if name in acked:
-                content[name] = acked[name]
-    return Sendable(dict(sorted(content.items())), frozenset(held))
+        if not snapshot.types[type_url].refs <= ready:
+            for name, route in list(content.items()):
+                if route.refs <= ready:
+                    continue
+                whole = False
+                del content[name]
+                held.add(name)
+                if name in acked:
+                    content[name] = acked[name]
+    if whole:
+        # Hashing a whole type per push would dominate the per-stream cost;
+        # the snapshot already knows its version.
+        return Sendable(content, frozenset(held), snapshot.types[type_url].version)
+    content = dict(sorted(content.items()))
+    return Sendable(content, frozenset(held), version_of(content.values()))
 
 
 def target(type_url: str, snapshot: Snapshot, names: frozenset[str] | None) -> dict[str, Resource]:
@@ -101,3 +105,10 @@ def target(type_url: str, snapshot: Snapshot, names: frozenset[str] | None) -> d
     if names is None:
         return dict(current)
     return {n: current[n] for n in names if n in current}
+
+
+def target_version(type_url: str, snapshot: Snapshot, names: frozenset[str] | None) -> str:
+    current = snapshot.resources(type_url)
+    if names is None or (len(names) >= len(current) and names >= current.keys()):
+        return snapshot.types[type_url].version
+    return version_of(r for n, r in current.items() if n in names)

@@ -13,10 +13,12 @@ import enum
 from dataclasses import dataclass, field
 
 from xds import ordering, typeurls
-from xds.snapshot import FULL_STATE_TYPES, PUSH_ORDER, Resource, Snapshot, version_of
+from xds.snapshot import FULL_STATE_TYPES, PUSH_ORDER, Resource, Snapshot
 
 SERVED_TYPES = frozenset(PUSH_ORDER)
 WILDCARD = "*"
+ACKED = "ACKED"
+NACKED = "NACKED"
 
 
 class ProtocolError(Exception):
@@ -89,6 +91,8 @@ class _SotwType:
     acked: dict[str, Resource] = field(default_factory=dict)
     nacked_version: str | None = None
     last_nack: Nack | None = None
+    view_key: tuple[object, ...] | None = None  # what ``view`` was computed from
+    view: ordering.Sendable | None = None
 
 
 class SotwStream:
@@ -100,7 +104,11 @@ class SotwStream:
         self._nonce = 0
         self._eds_pending: dict[str, dict[str, str]] = {}  # nonce → cluster → cluster version
         self._eds_ready: dict[str, str] = {}
+        self._eds_gen = 0  # bumped whenever _eds_ready changes
+        self._route_refs: frozenset[str] = frozenset()  # named by held routes
         self.stale_requests = 0
+        # (type_url, ACKED | NACKED) since the owner last drained them.
+        self.events: list[tuple[str, str]] = []
 
     # -- inputs ---------------------------------------------------------------
 
@@ -119,19 +127,24 @@ class SotwStream:
                 # rejected one (see _push); surface the error.
                 st.nacked_version = st.sent_version
                 st.last_nack = Nack(st.sent_version or "", req.error.message, now)
+                self.events.append((req.type_url, NACKED))
                 st.sent = dict(st.acked)
             else:
                 st.acked_version = st.sent_version
                 st.acked = st.sent
+                self.events.append((req.type_url, ACKED))
                 if req.type_url == typeurls.CLUSTER:
                     # A cluster the proxy dropped must warm again if it returns,
                     # even with identical content.
                     self._eds_ready = {n: v for n, v in self._eds_ready.items() if n in st.acked}
                 if req.type_url == typeurls.ENDPOINT:
                     self._eds_ready.update(self._eds_pending.pop(req.response_nonce, {}))
+                    self._eds_gen += 1
             self._eds_pending = {
                 n: v for n, v in self._eds_pending.items() if n == self._latest_eds_nonce()
             }
+            if req.type_url == typeurls.ROUTE:
+                self._update_route_refs()
         st.open = True
         return self._push()
 
@@ -160,19 +173,35 @@ class SotwStream:
 
     # -- output ---------------------------------------------------------------
 
-    def _holds(self) -> ordering.ProxyHolds:
+    def _update_route_refs(self) -> None:
         routes = self._types.get(typeurls.ROUTE)
-        refs: set[str] = set()
-        if routes is not None:
-            for r in (*routes.acked.values(), *routes.sent.values()):
-                refs |= r.refs
+        if routes is None:
+            return
+        held = (*routes.acked.values(), *routes.sent.values())
+        self._route_refs = frozenset().union(*(r.refs for r in held))
+
+    def _holds(self) -> ordering.ProxyHolds:
         cds = self._types.get(typeurls.CLUSTER)
         return ordering.ProxyHolds(
             clusters={n: r.version for n, r in cds.acked.items()} if cds else {},
             eds_ready=self._eds_ready,
-            route_refs=frozenset(refs),
+            route_refs=self._route_refs,
             acked={t: st.acked for t, st in self._types.items()},
         )
+
+    def _view(self, type_url: str, st: _SotwType) -> ordering.Sendable:
+        """``ordering.sendable``, recomputed only when an input changed (hot path)."""
+        cds = self._types.get(typeurls.CLUSTER)
+        cds_acked = cds.acked_version if cds else None
+        key: tuple[object, ...] = (self.snapshot.types[type_url].version, st.names)
+        if type_url in (typeurls.CLUSTER, typeurls.ENDPOINT):
+            key += (cds_acked, self._route_refs, st.acked_version)
+        elif type_url == typeurls.ROUTE:
+            key += (cds_acked, self._eds_gen)
+        if st.view is None or st.view_key != key:
+            st.view = ordering.sendable(type_url, self.snapshot, st.names, self._holds())
+            st.view_key = key
+        return st.view
 
     def _push(self) -> list[Response]:
         out: list[Response] = []
@@ -180,8 +209,8 @@ class SotwStream:
             st = self._types.get(type_url)
             if st is None or not st.open:
                 continue
-            content = ordering.sendable(type_url, self.snapshot, st.names, self._holds()).content
-            version = version_of(content.values())
+            view = self._view(type_url, st)
+            content, version = view.content, view.version
             if version == st.nacked_version:
                 continue
             unchanged = version == st.sent_version
@@ -202,6 +231,8 @@ class SotwStream:
         st.sent_nonce = nonce
         st.sent_version = version
         st.sent = content
+        if type_url == typeurls.ROUTE:
+            self._update_route_refs()
         if type_url == typeurls.CLUSTER:
             # Rule 7: a cluster finishes warming only on an EDS response that
             # follows it, so EDS is always answered after any CDS response.
@@ -244,7 +275,7 @@ class SotwStream:
             return SyncState.NOT_SENT
         if st.nacked_version is not None and st.nacked_version == st.sent_version:
             return SyncState.NACKED
-        want = version_of(ordering.target(type_url, self.snapshot, st.names).values())
+        want = ordering.target_version(type_url, self.snapshot, st.names)
         if st.acked_version == want and st.sent_version == want:
             return SyncState.SYNCED
         return SyncState.STALE
@@ -257,4 +288,6 @@ class SotwStream:
         )
 
     def _nothing_to_send(self, type_url: str, st: _SotwType) -> bool:
-        return st.sent_version is None and not ordering.target(type_url, self.snapshot, st.names)
+        if st.sent_version is not None:
+            return False
+        return not ordering.target(type_url, self.snapshot, st.names)

@@ -23,6 +23,7 @@ from xds._wire import wire_pb2
 from xds.cache import SnapshotCache
 from xds.delta import DeltaRequest, DeltaResponse, DeltaStream
 from xds.protocol import (
+    ACKED,
     ErrorDetail,
     ProtocolError,
     Request,
@@ -76,6 +77,7 @@ class ProxyInfo:
     connected_at: float  # wall clock, for display
     machine: SotwStream | DeltaStream
     converged_on: str | None = None  # snapshot version this proxy last fully ACKed
+    acked_since_check: bool = False  # convergence can only change on an ACK
 
     def status(self) -> list[TypeStatus]:
         return self.machine.status()
@@ -209,7 +211,6 @@ class XdsServer:
         if info is None:
             # Rule 12: only the first request is sure to carry the node.
             info = self._register(stream_id, variant, node_bytes)
-        before = info.machine.status()
         if variant == "sotw":
             assert isinstance(info.machine, SotwStream)
             error = view.error_detail if view.HasField("error_detail") else None
@@ -233,7 +234,13 @@ class XdsServer:
                 ErrorDetail(derr.code, derr.message) if derr is not None else None,
             )
             out = info.machine.on_request(dreq, now)
-        self._report_acks(before, info.machine.status(), variant)
+        for type_url, event in info.machine.events:
+            if event == ACKED:
+                info.acked_since_check = True
+                self.observer.acked(type_url, variant)
+            else:
+                self.observer.nacked(type_url, variant)
+        info.machine.events.clear()
         return info, out
 
     def _register(self, stream_id: int, variant: str, node_bytes: bytes) -> ProxyInfo:
@@ -250,17 +257,6 @@ class XdsServer:
         log.info("stream %d: %s (%s) connected over %s", stream_id, node.id, agent, variant)
         return info
 
-    def _report_acks(self, before: list[TypeStatus], after: list[TypeStatus], variant: str) -> None:
-        old = {s.type_url: s for s in before}
-        for status in after:
-            prev = old.get(status.type_url)
-            if status.last_nack is not None and (
-                prev is None or prev.last_nack != status.last_nack
-            ):
-                self.observer.nacked(status.type_url, variant)
-            elif prev is not None and status.version_acked != prev.version_acked:
-                self.observer.acked(status.type_url, variant)
-
     async def _write(
         self, context: Any, info: ProxyInfo | None, out: list[Response] | list[DeltaResponse]
     ) -> None:
@@ -271,6 +267,9 @@ class XdsServer:
             async with self._push_slots:
                 await context.write(payload)
             self.observer.pushed(response.type_url, info.variant)
+        if not info.acked_since_check:
+            return
+        info.acked_since_check = False
         snapshot = self.cache.snapshot
         if info.converged_on != snapshot.version and info.machine.converged():
             info.converged_on = snapshot.version

@@ -79,6 +79,7 @@ class TypeSnapshot:
     type_url: str
     resources: Mapping[str, Resource]
     version: str
+    refs: frozenset[str] = frozenset()  # everything its resources point at
 
     @classmethod
     def of(cls, type_url: str, resources: Iterable[Resource]) -> TypeSnapshot:
@@ -91,7 +92,8 @@ class TypeSnapshot:
                 raise ValueError(f"duplicate {type_url} resource {r.name!r}")
             by_name[r.name] = r
         ordered = dict(sorted(by_name.items()))
-        return cls(type_url, MappingProxyType(ordered), version_of(ordered.values()))
+        refs = frozenset().union(*(r.refs for r in ordered.values()))
+        return cls(type_url, MappingProxyType(ordered), version_of(ordered.values()), refs)
 
 
 @dataclass(frozen=True)

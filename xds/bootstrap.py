@@ -1,0 +1,189 @@
+"""``sluice bootstrap``: the Envoy bootstrap that connects a proxy to Sluice over ADS.
+
+Envoy config reference:
+https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/bootstrap/v3/bootstrap.proto
+
+The document is written by hand as a plain dict (then YAML) rather than via
+the generated ``Bootstrap`` message: betterproto2's ``to_dict`` renames fields
+whose proto names contain digits (``consecutive_5xx`` → ``consecutive_5_xx``),
+which Envoy rejects. ``tests/integration/test_envoy_accepts.py`` checks the
+output with the real ``envoy --mode validate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+XDS_CLUSTER = "sluice_xds"
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def _ads_config_source() -> dict[str, Any]:
+    return {"ads": {}, "resource_api_version": "V3"}
+
+
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _xds_cluster(host: str, port: int) -> dict[str, Any]:
+    return {
+        "name": XDS_CLUSTER,
+        # STATIC needs an IP literal; a name (a Kubernetes Service) is resolved
+        # and re-resolved by STRICT_DNS.
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "1s",
+        # xDS is gRPC, so HTTP/2 to the control plane. The HTTP/2 PING keepalive
+        # notices a dead control plane (or a silently dropped NAT/LB mapping)
+        # within seconds, and TCP keepalive covers the idle connection below it.
+        "typed_extension_protocol_options": {
+            _HTTP_OPTIONS: {
+                "@type": f"type.googleapis.com/{_HTTP_OPTIONS}",
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        "connection_keepalive": {"interval": "30s", "timeout": "5s"}
+                    }
+                },
+            }
+        },
+        "upstream_connection_options": {
+            "tcp_keepalive": {"keepalive_time": 30, "keepalive_interval": 10, "keepalive_probes": 3}
+        },
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}
+            ],
+        },
+    }
+
+
+def bootstrap_config(
+    node_id: str,
+    xds_host: str,
+    xds_port: int,
+    admin_host: str | None = None,
+    admin_port: int | None = None,
+    delta: bool = False,
+    node_cluster: str = "sluice",
+) -> dict[str, Any]:
+    """The bootstrap as a dict (what ``render_bootstrap`` dumps)."""
+    if not node_id:
+        raise ValueError("node id must not be empty")
+    if (admin_host is None) != (admin_port is None):
+        raise ValueError("admin host and admin port go together")
+    config: dict[str, Any] = {
+        "node": {"id": node_id, "cluster": node_cluster},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC" if delta else "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                # Envoy otherwise repeats its full Node (≈60 KB) in every
+                # DiscoveryRequest; the protocol only guarantees it on the
+                # first one anyway (xds_protocol, "Node" in DiscoveryRequest).
+                "set_node_on_first_message_only": True,
+            },
+            "cds_config": _ads_config_source(),
+            "lds_config": _ads_config_source(),
+        },
+        "static_resources": {"clusters": [_xds_cluster(xds_host, xds_port)]},
+    }
+    if admin_host is not None and admin_port is not None:
+        config["admin"] = {"address": _socket_address(admin_host, admin_port)}
+        # An admin runtime layer lets an operator override the per-cluster
+        # runtime keys Sluice sets (slow start aggression, active request
+        # bias) with POST /runtime_modify, without a push.
+        config["layered_runtime"] = {"layers": [{"name": "admin", "admin_layer": {}}]}
+    return config
+
+
+def render_bootstrap(
+    node_id: str,
+    xds_host: str,
+    xds_port: int,
+    admin_host: str | None = None,
+    admin_port: int | None = None,
+    delta: bool = False,
+    node_cluster: str = "sluice",
+) -> str:
+    """Envoy bootstrap YAML that fetches everything else from Sluice over (Delta) ADS."""
+    config = bootstrap_config(
+        node_id, xds_host, xds_port, admin_host, admin_port, delta, node_cluster
+    )
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` → (host, port); raises ``ValueError`` with the reason."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not _is_ip(host):
+            raise ValueError(f"not an IPv6 address in {value!r}")
+    elif ":" in host:
+        raise ValueError(f"write IPv6 addresses as [ADDRESS]:PORT, got {value!r}")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be 1..65535, got {port_text!r} in {value!r}")
+    return host, int(port_text)
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    try:
+        return parse_host_port(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sluice bootstrap",
+        description="Print an Envoy bootstrap (YAML) that connects to Sluice over ADS.",
+    )
+    parser.add_argument("--node-id", required=True, help="Envoy node id (unique per proxy)")
+    parser.add_argument(
+        "--xds-address",
+        required=True,
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="Sluice's xDS gRPC address",
+    )
+    parser.add_argument(
+        "--admin-address",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="Envoy admin address (keep it on 127.0.0.1)",
+    )
+    parser.add_argument("--delta", action="store_true", help="use Delta (incremental) ADS")
+    parser.add_argument("--cluster", default="sluice", help="Envoy node cluster (default: sluice)")
+    args = parser.parse_args(argv)
+    if not args.node_id:
+        parser.error("--node-id must not be empty")
+    xds_host, xds_port = args.xds_address
+    admin_host, admin_port = args.admin_address if args.admin_address else (None, None)
+    sys.stdout.write(
+        render_bootstrap(
+            args.node_id, xds_host, xds_port, admin_host, admin_port, args.delta, args.cluster
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
