@@ -55,7 +55,9 @@ def build_snapshot(state: DesiredState, encoder: ResourceEncoder) -> Snapshot:
                     typeurls.ENDPOINT,
                     name,
                     ("cla", name, eps),
-                    lambda name=name, eps=eps: resources.build_load_assignment(  # type: ignore[misc]
+                    # Hand-encoded, byte-identical to bytes(build_load_assignment(...)) and
+                    # ~15x cheaper: betterproto2 rebuilds validators per nested message.
+                    lambda name=name, eps=eps: resources.serialize_load_assignment(  # type: ignore[misc]
                         name, eps
                     ),
                 )

@@ -80,6 +80,20 @@ IP = Str(pattern=r"^[0-9A-Fa-f.:]{2,45}$", check=check_listen_ip,
          hint="an IPv4 or IPv6 address (a listener binds to an IP, not a DNS name)")
 HOST = Str(pattern=r"^[0-9A-Za-z.:-]{1,253}$", check=check_host,
            hint="an IPv4 or IPv6 address or a DNS name")
+
+
+def check_endpoint_ip(text: str) -> str | None:
+    """Endpoints travel over EDS, which carries socket addresses: Envoy rejects
+    a DNS name there (the whole update would be NACKed), so refuse it here."""
+    message = check_ip(text)
+    if message is not None and check_host(text) is None:
+        return f"must be an IPv4 or IPv6 address: endpoints are sent over EDS, which " \
+            f"takes IP addresses, not DNS names (got {text!r})"
+    return message
+
+
+ENDPOINT_IP = Str(pattern=r"^[0-9A-Fa-f.:]{2,45}$", check=check_endpoint_ip,
+                  hint="an IPv4 or IPv6 address (EDS carries IP addresses, not DNS names)")
 PORT = Int(minimum=1, maximum=65535)
 HEADER = Str(
     pattern=r"^:?[a-z0-9!#$%&'*+.^_`|~-]{1,256}$",
@@ -105,7 +119,8 @@ METADATA = Obj(
 ENDPOINT = Obj(
     description="One static backend (a model server replica).",
     fields=(
-        Field("address", HOST, "IPv4/IPv6 address or DNS name.", required=True),
+        Field("address", ENDPOINT_IP, "IPv4/IPv6 address of the replica (EDS takes no DNS names).",
+              required=True),
         Field("port", PORT, "TCP port, 1-65535.", required=True),
         Field("weight", Int(minimum=1, maximum=1_000_000),
               "Load-balancing weight within the version (e.g. GPU capacity).", default=1),
