@@ -14,6 +14,10 @@ from controlplane.config.kinds import Document, kind_def, known_kinds, register_
 from controlplane.config.modelservice import MODEL_SERVICE
 from controlplane.model import MODEL_SERVICE_KIND, DesiredState, ModelService
 
+# libyaml's parser keeps the same marks (line and column) and is ~13x faster at
+# composing; a reload of a large config directory is on the convergence path.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 register_kind(MODEL_SERVICE)
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -100,6 +104,14 @@ class _Load:
         self._documents(text, name)
 
     def _documents(self, text: str, file: str) -> None:
+        try:
+            nodes = list(yaml.compose_all(text, Loader=_LOADER))
+        except yaml.YAMLError:
+            nodes = []  # reported below by the pure parser, whose messages read better
+        else:
+            for node in nodes:
+                self._document(node, file)
+            return
         try:
             for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
                 self._document(node, file)
