@@ -226,6 +226,18 @@ class SotwStream:
     ) -> Response:
         self._nonce += 1
         nonce = str(self._nonce)
+        if type_url in FULL_STATE_TYPES or st.force or st.sent_version is None:
+            wire = tuple(content.values())
+        else:
+            # SotW EDS/RDS are not full-state: Envoy updates only the resources a
+            # response carries and keeps the others, so send what changed. A
+            # forced answer (new names, EDS after CDS) carries everything.
+            previous = st.sent
+            wire = tuple(
+                r
+                for n, r in content.items()
+                if (p := previous.get(n)) is None or p.version != r.version
+            )
         st.open = False
         st.force = False
         st.sent_nonce = nonce
@@ -242,10 +254,11 @@ class SotwStream:
         elif type_url == typeurls.ENDPOINT:
             cds = self._types.get(typeurls.CLUSTER)
             sent_clusters = cds.sent if cds else {}
+            # Only what is on the wire warms a cluster.
             self._eds_pending[nonce] = {
-                n: sent_clusters[n].version for n in content if n in sent_clusters
+                r.name: sent_clusters[r.name].version for r in wire if r.name in sent_clusters
             }
-        return Response(type_url, version, nonce, tuple(content.values()))
+        return Response(type_url, version, nonce, wire)
 
     def _latest_eds_nonce(self) -> str | None:
         eds = self._types.get(typeurls.ENDPOINT)

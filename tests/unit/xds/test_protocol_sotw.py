@@ -163,7 +163,7 @@ def test_rule5_unsubscribe_then_resubscribe_is_answered() -> None:
     eds = m.on_request(Request(E, "", ("chat/v1", "chat/v2")), 0)[0]
     m.on_request(ack(eds, ("chat/v1", "chat/v2")), 0)
     narrowed = m.on_request(Request(E, eds.version_info, ("chat/v1",), eds.nonce), 0)
-    assert [names(r) for r in narrowed] == [["chat/v1"]]
+    assert [names(r) for r in narrowed] == [[]]  # nothing changed for what is still wanted
     m.on_request(ack(narrowed[0], ("chat/v1",)), 0)
     again = m.on_request(ack(narrowed[0], ("chat/v1", "chat/v2")), 0)
     assert names(again[0]) == ["chat/v1", "chat/v2"]
@@ -271,3 +271,29 @@ def test_property_routes_never_name_an_unwarmed_or_removed_cluster(history: list
         envoy.check_routes_resolve()
         assert envoy.m.converged(), envoy.m.status()
         assert envoy.clusters.keys() == snapshot.resources(C).keys()
+
+
+def test_sotw_eds_and_rds_updates_carry_only_what_changed() -> None:
+    two = world(
+        {"a/v1": "a", "b/v1": "b"},
+        {"a": {"a/v1": 100}, "b": {"b/v1": 100}},
+    )
+    envoy = started(two)
+    moved = world(
+        {"a/v1": "a", "b/v1": "b"},
+        {"a": {"a/v1": 100}, "b": {"b/v1": 100}},
+        endpoints={"a/v1": "eps-a-new", "b/v1": "eps-b/v1"},
+    )
+    [eds] = envoy.m.on_snapshot(moved)
+    assert eds.type_url == E and names(eds) == ["a/v1"]  # not the unchanged b/v1
+    assert eds.version_info == moved.types[E].version  # the version names the whole set
+    envoy.run([eds])
+    assert envoy.m.converged()
+    # a cluster change forces a full EDS answer (rule 7)
+    changed = world(
+        {"a/v1": "a2", "b/v1": "b"},
+        {"a": {"a/v1": 100}, "b": {"b/v1": 100}},
+        endpoints={"a/v1": "eps-a-new", "b/v1": "eps-b/v1"},
+    )
+    out = envoy.m.on_snapshot(changed)
+    assert [r.type_url for r in out] == [C, E] and names(out[1]) == ["a/v1", "b/v1"]
