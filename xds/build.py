@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
+from functools import partial
+from typing import Any
+
 from controlplane.model import DesiredState, cluster_name, listener_name, route_config_name
 from xds import resources, typeurls
 from xds.cache import ResourceEncoder
@@ -16,51 +20,51 @@ def build_snapshot(state: DesiredState, encoder: ResourceEncoder) -> Snapshot:
     version's ClusterLoadAssignment.
     """
     by_type: dict[str, list[Resource]] = {t: [] for t in typeurls.ADS_ORDER}
+
+    def add(
+        type_url: str,
+        name: str,
+        inputs: Hashable,
+        build: Callable[[], Any],
+        refs: frozenset[str] = frozenset(),
+    ) -> None:
+        by_type[type_url].append(encoder.resource(type_url, name, inputs, build, refs))
+
     for service in state.services:
+        routes = route_config_name(service.name)
         lis = resources.listener_inputs(service)
-        by_type[typeurls.LISTENER].append(
-            encoder.resource(
-                typeurls.LISTENER,
-                listener_name(service.name),
-                lis,
-                lambda lis=lis: resources.build_listener(lis),  # type: ignore[misc]
-                frozenset({route_config_name(service.name)}),
-            )
+        add(
+            typeurls.LISTENER,
+            listener_name(service.name),
+            lis,
+            partial(resources.build_listener, lis),
+            frozenset({routes}),
         )
         rin = resources.route_inputs(service)
-        by_type[typeurls.ROUTE].append(
-            encoder.resource(
-                typeurls.ROUTE,
-                route_config_name(service.name),
-                rin,
-                lambda rin=rin: resources.build_route_configuration(rin),  # type: ignore[misc]
-                resources.route_cluster_refs(rin),
-            )
+        add(
+            typeurls.ROUTE,
+            routes,
+            rin,
+            partial(resources.build_route_configuration, rin),
+            resources.route_cluster_refs(rin),
         )
         for version in service.versions:
             name = cluster_name(service.name, version.name)
             cin = resources.cluster_inputs(service, version)
-            by_type[typeurls.CLUSTER].append(
-                encoder.resource(
-                    typeurls.CLUSTER,
-                    name,
-                    cin,
-                    lambda cin=cin: resources.build_cluster(cin),  # type: ignore[misc]
-                    frozenset({name}),
-                )
+            add(
+                typeurls.CLUSTER,
+                name,
+                cin,
+                partial(resources.build_cluster, cin),
+                frozenset({name}),
             )
-            eps = version.endpoints
-            by_type[typeurls.ENDPOINT].append(
-                encoder.resource(
-                    typeurls.ENDPOINT,
-                    name,
-                    ("cla", name, eps),
-                    # Hand-encoded, byte-identical to bytes(build_load_assignment(...)) and
-                    # ~15x cheaper: betterproto2 rebuilds validators per nested message.
-                    lambda name=name, eps=eps: resources.serialize_load_assignment(  # type: ignore[misc]
-                        name, eps
-                    ),
-                )
+            # Hand-encoded, byte-identical to bytes(build_load_assignment(...)) and
+            # ~15x cheaper: betterproto2 rebuilds validators per nested message.
+            add(
+                typeurls.ENDPOINT,
+                name,
+                ("cla", name, version.endpoints),
+                partial(resources.serialize_load_assignment, name, version.endpoints),
             )
     encoder.end_build()
     return Snapshot.of(by_type)

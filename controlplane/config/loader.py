@@ -107,7 +107,7 @@ class _Load:
         try:
             nodes = list(yaml.compose_all(text, Loader=_LOADER))
         except yaml.YAMLError:
-            nodes = []  # reported below by the pure parser, whose messages read better
+            pass  # reported below by the pure parser, whose messages read better
         else:
             for node in nodes:
                 self._document(node, file)
