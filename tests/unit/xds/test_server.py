@@ -53,6 +53,17 @@ class Client:
         return await asyncio.wait_for(self.call.code(), 5)  # type: ignore[no-any-return]
 
 
+async def connected_and_acked(
+    channel: grpc.aio.Channel,
+) -> tuple[Client, w.DiscoveryResponseView]:
+    """A SotW stream that received the clusters and ACKed them."""
+    client = Client(channel)
+    await client.send(sotw_request(C, node=NODE))
+    cds = await client.recv()
+    await client.send(sotw_request(C, nonce=cds.nonce, version_info=cds.version_info))
+    return client, cds
+
+
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[XdsServer, grpc.aio.Channel]]:
     cache = SnapshotCache()
@@ -136,10 +147,7 @@ async def test_rule12_node_is_read_from_the_first_request_only(
     served: tuple[XdsServer, grpc.aio.Channel],
 ) -> None:
     server, channel = served
-    client = Client(channel)
-    await client.send(sotw_request(C, node=NODE))
-    cds = await client.recv()
-    await client.send(sotw_request(C, nonce=cds.nonce, version_info=cds.version_info))
+    client, _ = await connected_and_acked(channel)
     await client.send(sotw_request(E, resource_names=["chat/v1"]))  # no node: fine
     eds = await client.recv()
     assert eds.type_url == E
@@ -167,10 +175,7 @@ async def test_new_snapshot_reaches_open_streams(
     served: tuple[XdsServer, grpc.aio.Channel],
 ) -> None:
     server, channel = served
-    client = Client(channel)
-    await client.send(sotw_request(C, node=NODE))
-    cds = await client.recv()
-    await client.send(sotw_request(C, nonce=cds.nonce, version_info=cds.version_info))
+    client, cds = await connected_and_acked(channel)
     await asyncio.sleep(0.05)
     server.cache.set(world({"chat/v1": "c1", "chat/v2": "c2", "chat/v3": "c3"}, {}))
     update = await client.recv()
