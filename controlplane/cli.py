@@ -35,10 +35,14 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--xds-address", default="127.0.0.1:18000", metavar="HOST:PORT")
     parser.add_argument("--admin-address", default="127.0.0.1:19000", metavar="HOST:PORT")
     parser.add_argument("--state", metavar="PATH", help="durable state (SQLite) file")
+    parser.add_argument("--poll-interval", type=float, default=0.1, metavar="SECONDS",
+                        help="how often config files are checked for changes (default 0.1)")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     args = parser.parse_args(argv)
+    if not 0.01 <= args.poll_interval <= 60:
+        parser.error("--poll-interval: expected seconds between 0.01 and 60")
     try:
         split_address(args.xds_address, "--xds-address")
         split_address(args.admin_address, "--admin-address")
@@ -47,7 +51,10 @@ def serve(argv: list[str]) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    options = ServeOptions(tuple(args.config), args.xds_address, args.admin_address, args.state)
+    options = ServeOptions(
+        tuple(args.config), args.xds_address, args.admin_address, args.state,
+        poll_interval_s=args.poll_interval,
+    )
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -19,6 +19,7 @@ import inspect
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -94,7 +95,7 @@ class FileSource:
         self,
         paths: Sequence[str | os.PathLike[str]],
         *,
-        interval: float = 0.2,
+        interval: float = 0.1,
         debounce: float = 0.05,
         max_settle: float = 2.0,
         loader: Loader | None = None,
@@ -111,10 +112,14 @@ class FileSource:
         self.max_settle = max_settle
         self._loader: Loader = loader if loader is not None else load_paths
         self.loads = 0  # how many results were delivered
+        # Monotonic time the change behind the latest result was first seen: the
+        # consumer's debounce counts quiet time from here, so loading overlaps it.
+        self.changed_at: float | None = None
 
     async def run(self, on_result: OnResult, stop: asyncio.Event) -> None:
         """Load now, then poll until ``stop`` is set, reloading after each change."""
         last = fingerprint(self.paths)
+        self.changed_at = time.monotonic()
         await self._deliver(on_result)
         while not stop.is_set():
             if await _stopped_within(stop, self.interval):
@@ -122,6 +127,7 @@ class FileSource:
             current = fingerprint(self.paths)
             if current == last:
                 continue
+            self.changed_at = time.monotonic()
             settled = await self._settle(current, stop)
             if settled is None:
                 return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
@@ -157,6 +158,30 @@ async def test_initial_load_then_edit_reloads(
     assert weights(await got.wait_count(3)) == {"chat": (50, 50), "other": (90, 10)}
     await asyncio.sleep(0.1)
     assert len(got.results) == 3  # no change, no reload
+
+
+async def test_changed_at_is_when_the_change_was_seen_not_when_loaded(
+    tmp_path: Path, watch: Callable[..., asyncio.Task[None]]
+) -> None:
+    (tmp_path / "chat.yaml").write_text(service_yaml(w1=90))
+    seen: list[tuple[float | None, float]] = []
+    source = FileSource([tmp_path], interval=0.02, debounce=0.05)
+
+    got = Collector()
+
+    async def record(result: LoadResult) -> None:
+        seen.append((source.changed_at, time.monotonic()))
+        await got(result)
+
+    watch(source, record)
+    await got.wait_count(1)
+    before_edit = time.monotonic()
+    (tmp_path / "chat.yaml").write_text(service_yaml(w1=50))
+    await got.wait_count(2)
+    changed_at, delivered_at = seen[1]
+    assert changed_at is not None
+    # seen after the edit, and at least one settle period before the load was delivered
+    assert before_edit <= changed_at <= delivered_at - 0.05
 
 
 async def test_invalid_edit_yields_errors_then_recovers(
