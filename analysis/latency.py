@@ -86,33 +86,54 @@ def interpolated_quantile(bounds: FloatArray, cum: FloatArray, q: float) -> floa
     return lo_b + (hi_b - lo_b) * (target - lo_c) / (hi_c - lo_c)
 
 
+_HR_SCALE = 0.85
+_HR_LOG_C = math.log(1612.0)
+
+
+def _howard_ramdas_band_log(t: float, log_inv_alpha: float) -> float:
+    """The band at level exp(-log_inv_alpha), computed in log space.
+
+    Strong evidence means tiny levels: exp(-log 1/a) underflows to 0 long before
+    log 1/a is large, so the band is never computed from a itself.
+    """
+    loglog = math.log(math.log(math.e * max(t, 1.0)))
+    return _HR_SCALE * math.sqrt((loglog + 0.8 * (_HR_LOG_C + log_inv_alpha)) / t)
+
+
 def howard_ramdas_band(t: float, alpha: float) -> float:
     """Time-uniform DKW half-width (Howard & Ramdas 2022, Theorem 2)."""
     if t <= 0:
         return 1.0
-    return 0.85 * math.sqrt((math.log(math.log(math.e * t)) + 0.8 * math.log(1612.0 / alpha)) / t)
+    return _howard_ramdas_band_log(t, -math.log(alpha))
 
 
 def _order_pvalue(gap: float, t_c: float, t_b: float) -> float:
-    """Smallest a with eps_c(a/2) + eps_b(a/2) < gap (bisection on log 1/a)."""
-    if gap <= 0 or t_c <= 0 or t_b <= 0:
+    """Smallest a with eps_c(a/2) + eps_b(a/2) < gap, by bisection on log 1/a.
+
+    Both bands grow like sqrt(log 1/a), so the bracket is finite: at
+    s = 0.8 log(1612 * 2 / a) = (gap / 0.85)^2 * t_c the candidate's band alone
+    reaches the gap. Underflow of the result to 0.0 is fine (a p-value).
+    """
+    if not (gap > 0 and t_c > 0 and t_b > 0) or not math.isfinite(gap):
         return 1.0
+    half = math.log(2.0)  # each version's band at a/2
 
     def width(log_inv: float) -> float:
-        a = math.exp(-log_inv)
-        return howard_ramdas_band(t_c, a / 2) + howard_ramdas_band(t_b, a / 2)
+        return (_howard_ramdas_band_log(t_c, log_inv + half)
+                + _howard_ramdas_band_log(t_b, log_inv + half))
 
     if width(0.0) >= gap:
         return 1.0
-    lo, hi = 0.0, 1.0
-    while width(hi) < gap and hi < 1e4:
-        hi *= 2.0
-    for _ in range(60):
+    lo = 0.0
+    hi = (gap / _HR_SCALE) ** 2 * min(t_c, t_b) / 0.8 + 1.0
+    for _ in range(200):
         mid = 0.5 * (lo + hi)
         if width(mid) < gap:
             lo = mid
         else:
             hi = mid
+        if hi - lo <= 1e-9 * max(1.0, hi):
+            break
     return min(1.0, math.exp(-lo))
 
 

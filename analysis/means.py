@@ -112,9 +112,14 @@ class MeanState:
         vc, vb = c.variance, b.variance
         if not (mc > 0 and mb > 0) or math.isnan(vc) or math.isnan(vb):
             return None
-        v = vc / (c.n * mc * mc) + vb / (b.n * mb * mb)
+        # (s / m)^2 rather than s^2 / m^2: m * m underflows for tiny means.
+        cv_c, cv_b = math.sqrt(vc) / mc, math.sqrt(vb) / mb  # x * x saturates; x ** 2 raises
+        rel_var = cv_c * cv_c / c.n + cv_b * cv_b / b.n
         n = float(c.n + b.n)
-        return (math.log(mc / mb), math.sqrt(n * v), n)
+        log_ratio = math.log(mc) - math.log(mb)
+        if not (math.isfinite(rel_var) and math.isfinite(log_ratio)):
+            return None
+        return (log_ratio, math.sqrt(n * rel_var), n)
 
     def _harm_now(self) -> float:
         lr = self._log_ratio()
@@ -146,8 +151,13 @@ class MeanState:
         return MeanAssessment(
             c.mean,
             b.mean,
-            math.exp(est),
-            (math.exp(est - h), math.exp(est + h)),
+            _exp(est),
+            (_exp(est - h), _exp(est + h)),
             (diff - hd, diff + hd),
             self.harm_p,
         )
+
+
+def _exp(x: float) -> float:
+    """exp that saturates at inf instead of raising (a huge interval, not a crash)."""
+    return math.inf if x > 709.0 else math.exp(x)

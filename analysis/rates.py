@@ -31,7 +31,7 @@ def _bernoulli_log_m(p: float, s: float, t: float) -> float:
     """log of the Beta(a, b) mixture martingale for Bernoulli(p) with s of t."""
     a, b = _PRIOR_A, _PRIOR_B
     out = (
-        math.lgamma(a + s) + math.lgamma(b + t - s) - math.lgamma(a + b + t)
+        math.lgamma(a + s) + math.lgamma(b + (t - s)) - math.lgamma(a + b + t)
         - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
     )
     if s > 0:

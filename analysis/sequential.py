@@ -217,7 +217,7 @@ def beta_binomial_log_m(
     s_arr = np.asarray(s, dtype=np.float64)
     t_arr = np.asarray(t, dtype=np.float64)
     out: FloatArray = (
-        special.betaln(a + s_arr, b + t_arr - s_arr)
+        special.betaln(a + s_arr, b + (t_arr - s_arr))
         - special.betaln(a, b)
         - s_arr * math.log(q)
         - (t_arr - s_arr) * math.log1p(-q)
@@ -233,7 +233,7 @@ def beta_binomial_side(
     s_arr = np.asarray(s, dtype=np.float64)
     t_arr = np.asarray(t, dtype=np.float64)
     d: FloatArray = (
-        special.digamma(a + s_arr) - special.digamma(b + t_arr - s_arr) - math.log(q / (1 - q))
+        special.digamma(a + s_arr) - special.digamma(b + (t_arr - s_arr)) - math.log(q / (1 - q))
     )
     return np.sign(d)
 
