@@ -115,8 +115,43 @@ class Endpoint:
 @dataclass(frozen=True)
 class Version:
     name: str
-    weight: int  # percent of the service's traffic, 0..100; versions sum to 100
+    # Percent of the service's traffic, 0..100; versions sum to 100. Declared
+    # weights are whole percents; an experiment may set fractional ones.
+    weight: float
     endpoints: tuple[Endpoint, ...] = ()
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Requests whose header has this exact value go to ``version`` (an A/B cohort)."""
+
+    header: str
+    value: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """Copies of ``percent`` of the requests go to ``version``; its answers are dropped."""
+
+    version: str
+    percent: float
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Every request is answered 503 with ``Retry-After`` (a strict synchronized switch)."""
+
+    retry_after_s: int = 1
+
+
+@dataclass(frozen=True)
+class TrafficShape:
+    """Routing beyond the weighted split, set by a running experiment (empty otherwise)."""
+
+    cohorts: tuple[Cohort, ...] = ()
+    mirrors: tuple[Mirror, ...] = ()
+    unavailable: Unavailable | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +171,7 @@ class ModelService:
     slow_start: SlowStart | None = None
     circuit_breakers: CircuitBreakers = field(default_factory=CircuitBreakers)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    traffic: TrafficShape = field(default_factory=TrafficShape)
 
     def version(self, name: str) -> Version:
         for v in self.versions:
