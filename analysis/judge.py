@@ -157,7 +157,7 @@ def _decide(state: JudgeState, look: Look, vs: tuple[MetricVerdict, ...],
     nodata = [v for v in gating if v.verdict is Verdict.NODATA]
     if nodata:
         return Decision.HOLD, f"no data: {_names(nodata)}"
-    if srm.mismatch:
+    if srm.mismatch and spec.check_srm:
         share = "n/a" if srm.observed_share is None else f"{srm.observed_share:.3f}"
         return Decision.HOLD, (
             f"sample ratio mismatch (candidate share {share}; chi-square "

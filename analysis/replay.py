@@ -17,11 +17,8 @@ window before the first sample (for soak times).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -42,7 +39,7 @@ from analysis.samples import (
     check_window,
     histogram_from_cumulative,
 )
-from analysis.spec import ExperimentSpec, MetricKind, SpecError, load_experiment_yaml
+from analysis.spec import ExperimentSpec, MetricKind
 
 _LINE_KEYS = {"t", "version", "requests", "errors", "errorClasses", "latency", "histograms",
               "means", "weight"}
@@ -302,55 +299,3 @@ def replay_file(name: str, parsed: Sequence[Parsed], spec: ExperimentSpec, out: 
         extra = _kayenta_points(spec, looks, i) if compare else None
         out.write(json.dumps(judgment_json(name, j, extra), allow_nan=False) + "\n")
     return None
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="sluice replay",
-        description="Replay recorded metric windows through the canary judge (offline).",
-    )
-    ap.add_argument("--experiment", required=True, help="Experiment YAML file")
-    ap.add_argument("--compare", action="store_true",
-                    help="add a Kayenta-style Mann-Whitney classification per metric")
-    ap.add_argument("samples", nargs="+", help="JSONL sample files ('-' for stdin)")
-    args = ap.parse_args(argv)
-    try:
-        with open(args.experiment, encoding="utf-8") as fh:
-            spec = load_experiment_yaml(fh.read(), args.experiment)
-    except OSError as exc:
-        print(f"{args.experiment}: {exc.strerror}", file=sys.stderr)
-        return 2
-    except SpecError as exc:
-        for path, msg in exc.problems:
-            print(f"{args.experiment}: {path}: {msg}" if path else msg, file=sys.stderr)
-        return 2
-    failed = False
-    for name in args.samples:
-        try:
-            if name == "-":
-                parsed, errors = read_samples("<stdin>", sys.stdin, spec)
-            else:
-                with open(name, encoding="utf-8") as fh:
-                    parsed, errors = read_samples(name, fh, spec)
-        except OSError as exc:
-            print(f"{name}: {exc.strerror}", file=sys.stderr)
-            failed = True
-            continue
-        if errors:
-            for e in errors:
-                print(e, file=sys.stderr)
-            failed = True
-            continue
-        try:
-            err = replay_file(name, parsed, spec, sys.stdout, args.compare)
-        except BrokenPipeError:  # e.g. piped into `head`: stop quietly
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps exit flush quiet
-            return 0 if not failed else 2
-        if err:
-            print(err, file=sys.stderr)
-            failed = True
-    return 2 if failed else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -27,6 +27,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,7 +36,8 @@ from analysis.classic import KayentaClass, kayenta_classify, two_proportion_z, w
 from analysis.judge import Decision, Look, judge, start
 from analysis.latency import interpolated_quantile
 from analysis.samples import Histogram, Window
-from analysis.spec import ExperimentSpec, parse_experiment
+from analysis.spec import ExperimentSpec
+from controlplane.config.experiment import experiment_from_mapping
 
 RAMP = (5.0, 10.0, 20.0, 30.0, 50.0)
 LOOK_S = 60.0
@@ -74,7 +76,7 @@ def experiment(gating: str) -> ExperimentSpec:
     def metric(name: str, kind: str, gate: bool, **extra: object) -> dict[str, object]:
         return {"name": name, "kind": kind, "gating": gate, "minSamples": 300, **extra}
 
-    return parse_experiment(
+    return _parse(
         {
             "apiVersion": "sluice.dev/v1alpha1",
             "kind": "Experiment",
@@ -360,3 +362,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _parse(doc: dict[str, Any]) -> ExperimentSpec:
+    return experiment_from_mapping(doc).analysis

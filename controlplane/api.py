@@ -11,9 +11,19 @@ from aiohttp import web
 
 from controlplane.config import service_to_dict
 from controlplane.metrics import Metrics
-from controlplane.model import cluster_name, listener_name, route_config_name
+from controlplane.model import (
+    MODEL_SERVICE_KIND,
+    cluster_name,
+    listener_name,
+    route_config_name,
+)
 from controlplane.store import Store
 from xds.server import XdsServer
+
+
+def _num(x: float) -> float | int:
+    """Whole percents print as integers in JSON."""
+    return int(x) if float(x).is_integer() else x
 
 
 def _short(type_url: str) -> str:
@@ -69,11 +79,18 @@ class AdminApi:
 
     async def services(self, _: web.Request) -> web.Response:
         services = []
+        declared = {s.name: s for s in self.store.declared.services}
         for service in self.store.state.services:
+            override = self.store.override(service.name)
+            status = self.store.status_of(MODEL_SERVICE_KIND, service.name)
             services.append(
                 {
                     "name": service.name,
-                    "weights": {v.name: v.weight for v in service.versions},
+                    "weights": {v.name: _num(v.weight) for v in service.versions},
+                    "declaredWeights": {v.name: _num(v.weight)
+                                        for v in declared[service.name].versions},
+                    "weightsSetBy": override.owner if override else "config",
+                    "document": status.to_json() if status else None,
                     "envoy": {
                         "listener": listener_name(service.name),
                         "routeConfiguration": route_config_name(service.name),
@@ -81,13 +98,14 @@ class AdminApi:
                             v.name: cluster_name(service.name, v.name) for v in service.versions
                         },
                     },
-                    "spec": service_to_dict(service)["spec"],
+                    "spec": service_to_dict(declared[service.name])["spec"],
                 }
             )
         body: dict[str, Any] = {
             "revision": self.store.revision,
             "snapshot": self.xds.cache.snapshot.version,
             "services": services,
+            "documents": [s.to_json() for s in self.store.statuses()],
             "sources": [
                 {
                     "name": s.name,
@@ -97,6 +115,7 @@ class AdminApi:
                     "rejectedLoads": s.rejected_loads,
                     "files": list(s.files),
                     "errors": [str(e) for e in s.errors],
+                    "warnings": [str(e) for e in s.warnings],
                 }
                 for s in self.store.sources()
             ],

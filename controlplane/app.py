@@ -91,15 +91,20 @@ class App:
 
     def _on_load(self, result: LoadResult) -> None:
         name = self.source.name
-        if result.errors:
+        changed = self.store.apply_load(name, result)
+        [status] = [s for s in self.store.sources() if s.name == name]
+        if status.errors:
             self.metrics.config_reloads.labels(name, "rejected").inc()
             self.metrics.config_valid.labels(name).set(0)
-            for error in result.errors:
-                log.error("config rejected, last good config keeps serving: %s", error)
+            for error in status.errors:
+                log.error("config error (only this document is frozen; the rest applies): %s",
+                          error)
         else:
             self.metrics.config_reloads.labels(name, "ok").inc()
             self.metrics.config_valid.labels(name).set(1)
-        changed = self.store.apply_source(name, result.state, result.errors, result.files)
+        for warning in status.warnings:
+            log.warning("config: %s", warning)
+        self.metrics.observe_documents(self.store.statuses())
         if changed:
             self._change_seen_at = self.source.changed_at
         if changed and self.state is not None:
@@ -110,6 +115,7 @@ class App:
                     "revision": self.store.revision,
                     "files": list(result.files),
                     "services": [s.name for s in self.store.state.services],
+                    "errors": [str(e) for e in status.errors][:20],
                 },
             )
 

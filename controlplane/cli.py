@@ -75,15 +75,9 @@ def schema(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sluice schema")
     parser.add_argument("kind", choices=["ModelService", "Experiment"])
     args = parser.parse_args(argv)
-    if args.kind == "ModelService":
-        from controlplane.config import modelservice_json_schema
+    from controlplane.config import json_schema
 
-        doc = modelservice_json_schema()
-    else:
-        from analysis.spec import experiment_json_schema
-
-        doc = experiment_json_schema()
-    print(json.dumps(doc, indent=2, sort_keys=True))
+    print(json.dumps(json_schema(args.kind), indent=2, sort_keys=True))
     return 0
 
 
@@ -100,7 +94,7 @@ def _bootstrap(argv: list[str]) -> int:
 
 
 def _replay(argv: list[str]) -> int:
-    from analysis.replay import main as run
+    from controlplane.replay import main as run
 
     return run(argv)
 

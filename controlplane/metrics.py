@@ -6,7 +6,8 @@ Implements ``xds.server.XdsObserver``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import collections
+from collections.abc import Callable, Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -16,6 +17,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+
+from controlplane.config import ObjectState, ObjectStatus
 
 # The *_created series double the exposition for no use here.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -63,6 +66,12 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.documents = Gauge(
+            "sluice_config_documents",
+            "Documents by kind and state (ok, frozen, rejected, held)",
+            ["kind", "state"],
+            registry=r,
+        )
         self.snapshot_builds = Counter(
             "sluice_snapshot_builds", "Snapshots built and installed", registry=r
         )
@@ -72,6 +81,12 @@ class Metrics:
             "Envoy resources serialized since start (each version once)",
             registry=r,
         )
+
+    def observe_documents(self, statuses: Iterable[ObjectStatus]) -> None:
+        counts = collections.Counter((s.kind or "unknown", s.state.value) for s in statuses)
+        for kind in {k for k, _ in counts} | {"ModelService", "Experiment"}:
+            for state in ObjectState:
+                self.documents.labels(kind, state.value).set(counts.get((kind, state.value), 0))
 
     def bind(self, connected: Callable[[], int], serializations: Callable[[], int]) -> None:
         self.connected.set_function(lambda: float(connected()))

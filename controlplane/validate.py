@@ -1,37 +1,63 @@
-"""``sluice validate PATH...``: check configuration files and print every error."""
+"""``sluice validate PATH...``: check configuration files and print every error.
+
+Each document is judged on its own (as ``sluice serve`` does: a document with
+an error freezes only itself); cross-document rules are checked as if nothing
+had served before. Exit 1 when anything has an error; warnings alone exit 0.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from controlplane.config import load_paths
+from controlplane.config import ObjectState, load_paths
+from controlplane.experiment import EXPERIMENT_KIND
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="sluice validate",
-        description="Check ModelService files (or directories of *.yaml / *.yml). "
+        description="Check Sluice documents (files, or directories of *.yaml / *.yml). "
         "Prints every error as file:line:column: field.path: message.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="file or directory")
     args = parser.parse_args(argv)
     result = load_paths(args.paths)
-    if result.errors:
-        for error in result.errors:
-            print(error, file=sys.stderr)
-        count = len(result.errors)
-        print(f"{count} error{'s' if count != 1 else ''}", file=sys.stderr)
+    assembly = result.standalone
+    for w in assembly.warnings:
+        path = f"{w.path}: " if w.path else ""
+        print(f"{w.file}:{w.line}:{w.column}: {path}warning: {w.message}", file=sys.stderr)
+    for error in assembly.errors:
+        print(error, file=sys.stderr)
+    bad = [s for s in assembly.statuses if s.state is not ObjectState.OK]
+    for status in bad:
+        if status.state is ObjectState.HELD:
+            print(f"{status.file}:{status.line}: {status.kind} {status.name}: held: "
+                  f"{status.reason}", file=sys.stderr)
+    files = _n(len(result.files), "file")
+    if assembly.errors:
+        count = len(assembly.errors)
+        parts = [f"{count} error{'s' if count != 1 else ''}"]
+        invalid = [f"{s.kind} {s.name or '(unnamed)'} ({s.file}:{s.line})" for s in bad
+                   if s.state is not ObjectState.HELD]
+        if invalid:
+            parts.append(f"documents with errors: {', '.join(invalid)}")
+        unparsed = sorted({e.file for e in result.file_errors})
+        if unparsed:
+            parts.append(f"files that did not load: {', '.join(unparsed)}")
+        print("; ".join(parts), file=sys.stderr)
         return 1
-    assert result.state is not None
-    services = result.state.services
+    services = assembly.state.services
     versions = sum(len(s.versions) for s in services)
     endpoints = sum(len(v.endpoints) for s in services for v in s.versions)
-    files = len(result.files)
-    print(
-        f"ok: {_n(len(services), 'service')}, {_n(versions, 'version')}, "
-        f"{_n(endpoints, 'endpoint')} in {_n(files, 'file')}"
-    )
+    experiments = len(assembly.of_kind(EXPERIMENT_KIND))
+    summary = (f"{_n(len(services), 'service')}, {_n(versions, 'version')}, "
+               f"{_n(endpoints, 'endpoint')}")
+    if experiments:
+        summary += f", {_n(experiments, 'experiment')}"
+    if assembly.warnings:
+        summary += f" ({_n(len(assembly.warnings), 'warning')})"
+    print(f"ok: {summary} in {files}")
     return 0
 
 

@@ -21,6 +21,18 @@ class Mark:
 
 FILE_START = Mark(1, 1)
 
+# Longest value an error message quotes: a 4 MB value must not come back whole
+# (unreadable logs, and a secret pasted in the wrong field would be echoed).
+EXCERPT_CHARS = 40
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """A short, escaped quotation of ``value`` for an error message."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
 
 @dataclass(frozen=True)
 class ConfigError:

@@ -19,8 +19,8 @@ from typing import Union
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 
-from controlplane.config.durations import DurationError, parse_duration
-from controlplane.config.errors import Errors, Mark
+from controlplane.config.durations import DurationError, parse_duration, parse_time
+from controlplane.config.errors import Errors, Mark, excerpt
 
 # A check beyond the pattern: returns a message when the text is not acceptable.
 TextCheck = Callable[[str], "str | None"]
@@ -62,6 +62,17 @@ class Duration:
 
 
 @dataclass(frozen=True)
+class Time:
+    """A duration that may be fractional (``150us``, ``20ms``, ``0.5s``, ``2m``); float seconds.
+
+    For measured quantities (latency thresholds and margins), where a bare number
+    would leave the unit to guesswork.
+    """
+
+    positive: bool = False
+
+
+@dataclass(frozen=True)
 class List:
     items: Spec
     min_items: int = 0
@@ -99,7 +110,19 @@ class Obj:
         raise KeyError(name)
 
 
-Spec = Union[Str, Int, Float, Bool, Duration, List, Map, Obj]  # noqa: UP007
+@dataclass(frozen=True)
+class Either:
+    """One of several shapes, chosen by the YAML node's type (a number or a mapping, say).
+
+    At most one alternative per node type: a mapping, a list, and scalars that
+    differ in YAML type (a string and a number).
+    """
+
+    alternatives: tuple[Spec, ...]
+    hint: str  # "a number or a mapping with weight and soak"
+
+
+Spec = Union[Str, Int, Float, Bool, Duration, Time, List, Map, Obj, Either]  # noqa: UP007
 
 
 class Value:
@@ -188,7 +211,7 @@ def describe(node: yaml.Node) -> str:
     name = _TYPE_NAMES.get(node.tag, f"a value tagged {node.tag}")
     if node.tag in ("tag:yaml.org,2002:null", "tag:yaml.org,2002:binary"):
         return name
-    return f"{name} ({node.value!r})"
+    return f"{name} ({excerpt(node.value)})"
 
 
 class TooLarge(Exception):
@@ -220,7 +243,17 @@ class Checker:
             return self._list(node, spec, path, key)
         if isinstance(spec, Map):
             return self._map(node, spec, path, key)
+        if isinstance(spec, Either):
+            return self._either(node, spec, path, key)
         return self._scalar(node, spec, path, key)
+
+    def _either(self, node: yaml.Node, spec: Either, path: str, key: yaml.Node | None) -> Value:
+        data = self._construct(node)
+        for alt in spec.alternatives:
+            if _fits(alt, node, data):
+                return self.check(node, alt, path, key)
+        self._wrong_type(node, path, spec.hint)
+        return Value(node, path, key, None, False)
 
     def _wrong_type(self, node: yaml.Node, path: str, expected: str, hint: str = "") -> None:
         self.error(Mark.of(node), path, f"expected {expected}, got {describe(node)}{hint}")
@@ -305,16 +338,29 @@ class Checker:
         return Value(node, path, key, children, True)
 
     def _scalar(
-        self, node: yaml.Node, spec: Str | Int | Float | Bool | Duration, path: str,
+        self, node: yaml.Node, spec: Str | Int | Float | Bool | Duration | Time, path: str,
         key: yaml.Node | None,
     ) -> Value:
         data = self._construct(node)
         message = None
-        if isinstance(spec, Str | Duration) and not isinstance(data, str):
-            self._wrong_type(node, path, "a duration string like '5s'" if isinstance(
-                spec, Duration) else "a string")
+        if isinstance(spec, Str | Duration | Time) and not isinstance(data, str):
+            expected = "a string"
+            if isinstance(spec, Duration):
+                expected = "a duration string like '5s'"
+            elif isinstance(spec, Time):
+                expected = "a duration with its unit, like '20ms' or '0.5s'"
+            self._wrong_type(node, path, expected)
             return Value(node, path, key, None, False)
-        if isinstance(spec, Str):
+        if isinstance(spec, Time):
+            assert isinstance(data, str)
+            try:
+                data = parse_time(data)
+            except DurationError as e:
+                message = str(e)
+            else:
+                if spec.positive and data == 0:
+                    message = "must be greater than 0"
+        elif isinstance(spec, Str):
             assert isinstance(data, str)
             message = check_text(data, spec)
         elif isinstance(spec, Duration):
@@ -361,6 +407,25 @@ class Checker:
             return node
 
 
+def _fits(spec: Spec, node: yaml.Node, data: object) -> bool:
+    """Whether ``node`` has the YAML type ``spec`` takes (its value is checked later)."""
+    if isinstance(spec, Obj | Map):
+        return isinstance(node, yaml.MappingNode)
+    if isinstance(spec, List):
+        return isinstance(node, yaml.SequenceNode)
+    if isinstance(spec, Either):
+        return any(_fits(alt, node, data) for alt in spec.alternatives)
+    if not isinstance(node, yaml.ScalarNode):
+        return False
+    if isinstance(spec, Str | Duration | Time):
+        return isinstance(data, str)
+    if isinstance(spec, Bool):
+        return isinstance(data, bool)
+    if isinstance(spec, Int):
+        return isinstance(data, int) and not isinstance(data, bool)
+    return isinstance(data, int | float) and not isinstance(data, bool)
+
+
 def unknown_field(name: str, known: dict[str, Field]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -369,13 +434,13 @@ def unknown_field(name: str, known: dict[str, Field]) -> str:
 
 def check_text(text: str, spec: Str) -> str | None:
     if spec.enum is not None and text not in spec.enum:
-        return f"must be one of {', '.join(spec.enum)} (got {text!r})"
+        return f"must be one of {', '.join(spec.enum)} (got {excerpt(text)})"
     if spec.max_length is not None and len(text) > spec.max_length:
         return f"must be at most {spec.max_length} characters (got {len(text)})"
     if spec.check is not None:  # stricter than the pattern, and says what is wrong
         return spec.check(text)
     if spec.pattern is not None and not re.fullmatch(spec.pattern, text):
-        return f"must be {spec.hint or 'match ' + spec.pattern} (got {text!r})"
+        return f"must be {spec.hint or 'match ' + spec.pattern} (got {excerpt(text)})"
     return None
 
 

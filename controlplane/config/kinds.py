@@ -2,15 +2,18 @@
 
 A kind plugs in with one ``register_kind(KindDef(...))``: the loader checks the
 Kubernetes-shaped envelope (``apiVersion``, ``kind``, ``metadata``, ``spec``)
-against ``KindDef.spec``, then runs the kind's own cross-field checks per
-document and across all documents (duplicate names, references to objects of
-other kinds), and builds the frozen objects only when nothing was reported.
+against ``KindDef.spec``, runs the kind's own cross-field checks and builds the
+frozen object of each document that has no error. Assembly
+(``controlplane.config.assemble``) then checks each new or changed object
+against the others (conflicts, references); every error freezes only its own
+document.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import yaml
 
@@ -55,12 +58,34 @@ class Document:
         errors.add(self.file, at if isinstance(at, Mark) else at.key_mark, path, message)
 
 
-# All documents of the load, by kind, in load order.
-Documents = Mapping[str, Sequence[Document]]
+@dataclass(frozen=True)
+class LoadedObject:
+    """One built document: a ``ModelService``, an ``Experiment`` or another registered kind."""
+
+    kind: str
+    name: str
+    file: str
+    line: int
+    value: object
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
 
 
-def _no_cross_check(documents: Documents, errors: Errors) -> None:
+class Accepted(Protocol):
+    """The objects accepted so far in an assembly (read-only), for rules across documents."""
+
+    def get(self, kind: str, name: str) -> LoadedObject | None: ...
+    def of_kind(self, kind: str) -> list[LoadedObject]: ...
+
+
+def _no_cross_check(doc: Document, value: object, accepted: Accepted, errors: Errors) -> None:
     return None
+
+
+def _no_references(value: object) -> tuple[tuple[str, str], ...]:
+    return ()
 
 
 @dataclass(frozen=True)
@@ -70,11 +95,19 @@ class KindDef:
     spec: Obj
     # Rules across the fields of one document (called with a checked, possibly partial tree).
     check: Callable[[Document, Errors], None]
-    # Builds the frozen object; called only when the whole load has no error.
+    # Builds the frozen object; called only when the document has no error of its own.
     build: Callable[[Document], object]
-    # Rules across documents (duplicates, references), over all kinds.
-    check_all: Callable[[Documents, Errors], None] = _no_cross_check
+    # Rules against other documents (conflicts, references), checked on a new or changed
+    # object against what is accepted so far; errors freeze only this document.
+    check_against: Callable[[Document, object, Accepted, Errors], None] = _no_cross_check
+    # The (kind, name) objects this one depends on: while one is missing or frozen,
+    # this object is held (valid, but waiting).
+    references: Callable[[object], tuple[tuple[str, str], ...]] = _no_references
+    # Kinds are assembled in this order (what others refer to comes first).
+    order: int = 0
     description: str = ""
+    # Warnings of one document (validate prints them; nothing is frozen by them).
+    advise: Callable[[Document, Errors], None] | None = None
 
     def envelope(self) -> Obj:
         return Obj(
@@ -108,3 +141,7 @@ def kind_def(kind: str) -> KindDef | None:
 
 def known_kinds() -> tuple[str, ...]:
     return tuple(_KINDS)
+
+
+def assembly_order() -> tuple[KindDef, ...]:
+    return tuple(sorted(_KINDS.values(), key=lambda k: k.order))

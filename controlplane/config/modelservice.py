@@ -6,9 +6,9 @@ import ipaddress
 from collections.abc import Callable
 from typing import TypeVar
 
-from controlplane.config.errors import Errors, Mark
+from controlplane.config.errors import Errors
 from controlplane.config.fields import Value
-from controlplane.config.kinds import Document, Documents, KindDef
+from controlplane.config.kinds import Accepted, Document, KindDef
 from controlplane.config.shapes import HASHING_POLICIES, MODEL_SERVICE_SPEC, SLOW_START_POLICIES
 from controlplane.model import (
     API_VERSION,
@@ -30,10 +30,6 @@ from controlplane.model import (
 )
 
 T = TypeVar("T")
-
-
-def _where(doc: Document, mark: Mark) -> str:
-    return f"{doc.file}:{mark.line}:{mark.column}"
 
 
 def _host_key(address: str) -> str:
@@ -135,39 +131,29 @@ def _check_load_balancing(doc: Document, spec: Value, errors: Errors) -> None:
                   f"it with {policy.value}); remove slowStart or change the policy")
 
 
-# --- rules across documents -----------------------------------------------------------
+# --- rules against other documents --------------------------------------------------
 
 
-def check_services(documents: Documents, errors: Errors) -> None:
-    names: dict[str, tuple[Document, Value]] = {}
-    listeners: list[tuple[Document, Value, ipaddress.IPv4Address | ipaddress.IPv6Address, int]]
-    listeners = []
-    for doc in documents.get(MODEL_SERVICE_KIND, ()):
-        name = doc.name_value
-        if name is not None:
-            if name.text() in names:
-                first_doc, first = names[name.text()]
-                doc.error(errors, name.mark, name.path,
-                          f"duplicate service name '{name.text()}' (first defined at "
-                          f"{_where(first_doc, first.mark)})")
-            else:
-                names[name.text()] = (doc, name)
-        listener = doc.spec.get("listener") if doc.spec is not None else None
-        address = listener.get("address") if listener is not None else None
-        port = listener.get("port") if listener is not None else None
-        if listener is None or address is None or port is None:
-            continue
-        ip = ipaddress.ip_address(address.text())
-        for other_doc, other, other_ip, other_port in listeners:
-            if port.integer() == other_port and (
-                ip == other_ip or ip.is_unspecified or other_ip.is_unspecified
-            ):
-                doc.error(errors, listener, listener.path,
-                          f"listener {address.text()}:{port.integer()} conflicts with service "
-                          f"'{other_doc.label}' on {other_ip}:{other_port} "
-                          f"({_where(other_doc, other.key_mark)})")
-                break
-        listeners.append((doc, listener, ip, port.integer()))
+def _binds_together(a: ListenerSpec, b: ListenerSpec) -> bool:
+    if a.port != b.port:
+        return False
+    ia, ib = ipaddress.ip_address(a.address), ipaddress.ip_address(b.address)
+    return ia == ib or ia.is_unspecified or ib.is_unspecified
+
+
+def check_service_against(doc: Document, value: object, accepted: Accepted,
+                          errors: Errors) -> None:
+    assert isinstance(value, ModelService) and doc.spec is not None
+    listener = doc.spec.fields()["listener"]
+    for other in accepted.of_kind(MODEL_SERVICE_KIND):
+        theirs = other.value
+        assert isinstance(theirs, ModelService)
+        if _binds_together(value.listener, theirs.listener):
+            doc.error(errors, listener, listener.path,
+                      f"listener {value.listener.address}:{value.listener.port} conflicts "
+                      f"with service '{theirs.name}' on {theirs.listener.address}:"
+                      f"{theirs.listener.port} ({other.where})")
+            return
 
 
 # --- building -------------------------------------------------------------------------
@@ -310,6 +296,6 @@ MODEL_SERVICE = KindDef(
     spec=MODEL_SERVICE_SPEC,
     check=check_service,
     build=build_service,
-    check_all=check_services,
+    check_against=check_service_against,
     description="A model service and its versions (Sluice ModelService).",
 )

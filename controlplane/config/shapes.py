@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from controlplane.config.errors import excerpt
 from controlplane.config.fields import (
     Bool,
     Duration,
@@ -46,19 +47,19 @@ def check_listen_ip(text: str) -> str | None:
     message = check_ip(text)
     if message is not None and check_host(text) is None:
         return f"must be an IPv4 or IPv6 address: a listener binds to an IP, not a DNS name " \
-            f"(got {text!r})"
+            f"(got {excerpt(text)})"
     return message
 
 
 def check_ip(text: str) -> str | None:
     if text.startswith("["):
-        return f"write IPv6 addresses without brackets (got {text!r})"
+        return f"write IPv6 addresses without brackets (got {excerpt(text)})"
     try:
         ipaddress.ip_address(text)
     except ValueError:
-        return f"must be an IPv4 or IPv6 address (got {text!r})"
+        return f"must be an IPv4 or IPv6 address (got {excerpt(text)})"
     if "%" in text:
-        return f"IPv6 zone indexes are not supported (got {text!r})"
+        return f"IPv6 zone indexes are not supported (got {excerpt(text)})"
     return None
 
 
@@ -73,7 +74,7 @@ def check_host(text: str) -> str | None:
         and not labels[-1].isdigit()
     ):
         return None
-    return f"must be an IPv4 or IPv6 address or a DNS name (got {text!r})"
+    return f"must be an IPv4 or IPv6 address or a DNS name (got {excerpt(text)})"
 
 
 IP = Str(pattern=r"^[0-9A-Fa-f.:]{2,45}$", check=check_listen_ip,
@@ -88,7 +89,7 @@ def check_endpoint_ip(text: str) -> str | None:
     message = check_ip(text)
     if message is not None and check_host(text) is None:
         return f"must be an IPv4 or IPv6 address: endpoints are sent over EDS, which " \
-            f"takes IP addresses, not DNS names (got {text!r})"
+            f"takes IP addresses, not DNS names (got {excerpt(text)})"
     return message
 
 

@@ -19,7 +19,7 @@ def service_to_dict(service: ModelService) -> dict[str, object]:
         "versions": [
             {
                 "name": v.name,
-                "weight": v.weight,
+                "weight": int(v.weight) if float(v.weight).is_integer() else v.weight,
                 "endpoints": [_endpoint_dict(e) for e in v.endpoints],
             }
             for v in service.versions

@@ -156,7 +156,7 @@ class FileSource:
         except Exception as exc:  # a loader bug must not end the watch
             log.exception("%s: loading %s failed", self.name, ", ".join(self.paths))
             error = ConfigError(self.paths[0], 1, 1, "", f"internal error while loading: {exc}")
-            result = LoadResult(state=None, errors=(error,), files=())
+            result = LoadResult(documents=(), file_errors=(error,), warnings=(), files=())
         self.loads += 1
         outcome = on_result(result)
         if inspect.isawaitable(outcome):

@@ -7,8 +7,9 @@ from hypothesis import strategies as st
 
 from analysis.judge import TRANSITIONS, Decision, Look, Phase, judge, start
 from analysis.samples import Histogram, Window
-from analysis.spec import ExperimentSpec, parse_experiment
+from analysis.spec import ExperimentSpec
 from analysis.verdicts import Verdict
+from controlplane.config.experiment import experiment_from_mapping
 
 BOUNDS = (0.05, 0.1, 0.2, 0.4, 0.8, math.inf)
 
@@ -16,7 +17,7 @@ BOUNDS = (0.05, 0.1, 0.2, 0.4, 0.8, math.inf)
 def spec(**over: Any) -> ExperimentSpec:
     s: dict[str, Any] = {
         "baseline": "b", "candidate": "c",
-        "steps": [{"weight": 10, "soak": 120}, {"weight": 50, "soak": 120}],
+        "steps": [{"weight": 10, "soak": "2m"}, {"weight": 50, "soak": "2m"}],
         "metrics": [
             {"name": "errors", "kind": "error_rate", "harmMargin": 0.0,
              "nonInferiorityMargin": 0.5, "minEffect": 0.01, "minSamples": 100},
@@ -25,7 +26,7 @@ def spec(**over: Any) -> ExperimentSpec:
         ],
     }
     s.update(over)
-    return parse_experiment({"apiVersion": "sluice.dev/v1alpha1", "kind": "Experiment",
+    return _parse({"apiVersion": "sluice.dev/v1alpha1", "kind": "Experiment",
                              "metadata": {"name": "t"}, "spec": s})
 
 
@@ -90,7 +91,7 @@ def test_healthy_canary_advances_then_promotes() -> None:
     assert js[adv].t >= 120
     after = js[adv + 2]
     assert after.decision is Decision.HOLD and "sample ratio mismatch" in after.reason
-    promote = run(spec(steps=[{"weight": 10, "soak": 60}]), 30, 0.01, nc=1000, nb=9000)
+    promote = run(spec(steps=[{"weight": 10, "soak": "1m"}]), 30, 0.01, nc=1000, nb=9000)
     assert promote[-1].decision is Decision.PROMOTE
 
 
@@ -138,3 +139,7 @@ def test_srm_holds_but_never_rolls_back() -> None:
     js = run(spec(), 20, 0.01, nc=100, nb=1900, weight=10.0)  # 5 % observed vs 10 % configured
     assert all(j.decision is Decision.HOLD for j in js[3:])
     assert js[-1].srm.mismatch and "sample ratio mismatch" in js[-1].reason
+
+
+def _parse(doc: dict[str, Any]) -> ExperimentSpec:
+    return experiment_from_mapping(doc).analysis

@@ -5,6 +5,7 @@ strongest (a rollback would be lost), so these cover extreme counts too.
 """
 
 import math
+from typing import Any
 
 import numpy as np
 from hypothesis import given, settings
@@ -13,7 +14,8 @@ from hypothesis import strategies as st
 from analysis.judge import Decision, Look, judge, start
 from analysis.latency import _order_pvalue, howard_ramdas_band
 from analysis.samples import Histogram, SumCount, Window
-from analysis.spec import ExperimentSpec, parse_experiment
+from analysis.spec import ExperimentSpec
+from controlplane.config.experiment import experiment_from_mapping
 
 # Envoy's default upstream_rq_time bounds, in seconds.
 ENVOY_BOUNDS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -21,7 +23,7 @@ ENVOY_BOUNDS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 
 
 def _spec(quantile: float = 0.95, harm: float = 0.2) -> ExperimentSpec:
-    return parse_experiment({
+    return _parse({
         "apiVersion": "sluice.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": "x"},
         "spec": {
             "baseline": "b", "candidate": "c",
@@ -101,3 +103,7 @@ def test_no_finite_non_negative_counts_make_a_verdict_raise(looks, quantile, har
         assert j.decision in Decision
         for v in j.metrics:
             assert not math.isnan(v.pvalue) and 0.0 <= v.pvalue <= 1.0
+
+
+def _parse(doc: dict[str, Any]) -> ExperimentSpec:
+    return experiment_from_mapping(doc).analysis

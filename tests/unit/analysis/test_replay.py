@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from analysis.replay import main
+from controlplane.replay import main
 
 EXAMPLES = Path(__file__).parents[3] / "examples" / "experiments"
 EXPERIMENT = str(EXAMPLES / "canary.yaml")
@@ -97,4 +97,5 @@ def test_bad_experiment_yaml_reports_position(tmp_path: Path,
     assert f"{exp}:" in capsys.readouterr().err
     exp.write_text(Path(EXPERIMENT).read_text().replace("harmMargin: 0.05", "harmMargin: -1"))
     assert main(["--experiment", str(exp), "x.jsonl"]) == 2
-    assert "spec.metrics[1].harmMargin: must be a number >= 0" in capsys.readouterr().err
+    assert ":28:19: spec.metrics[1].harmMargin: must be at least 0.0 (got -1.0)" in (
+        capsys.readouterr().err)

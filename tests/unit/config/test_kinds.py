@@ -10,32 +10,30 @@ import pytest
 from controlplane.config import Document, KindDef, load_text, register_kind
 from controlplane.config.errors import Errors
 from controlplane.config.fields import Field, Obj
-from controlplane.config.kinds import Documents, known_kinds, unregister_kind
+from controlplane.config.kinds import Accepted, known_kinds, unregister_kind
 from controlplane.config.shapes import NAME
+from controlplane.model import ModelService
 from tests.unit.config.util import doc
 
 
 @dataclass(frozen=True)
 class Pin:
-    """A toy kind that refers to a version of a service, as an Experiment will."""
+    """A toy kind that refers to a version of a service, as an Experiment does."""
 
     name: str
     service: str
     version: str
 
 
-def check_pins(documents: Documents, errors: Errors) -> None:
-    versions: set[tuple[str | None, str]] = set()
-    for d in documents.get("ModelService", ()):
-        assert d.spec is not None
-        for v in d.spec.fields()["versions"].items():
-            versions.add((d.name, v.fields()["name"].text()))
-    for d in documents.get("Pin", ()):
-        assert d.spec is not None
-        service, version = d.spec.fields()["service"], d.spec.fields()["version"]
-        if (service.text(), version.text()) not in versions:
-            d.error(errors, version.mark, version.path,
-                    f"unknown version '{version.text()}' of service '{service.text()}'")
+def check_pin(d: Document, value: object, accepted: Accepted, errors: Errors) -> None:
+    assert isinstance(value, Pin) and d.spec is not None
+    service = accepted.get("ModelService", value.service)
+    versions = [v.name for v in service.value.versions] if service is not None and isinstance(
+        service.value, ModelService) else []
+    if value.version not in versions:
+        version = d.spec.fields()["version"]
+        d.error(errors, version.mark, version.path,
+                f"unknown version '{value.version}' of service '{value.service}'")
 
 
 def build_pin(d: Document) -> Pin:
@@ -52,7 +50,8 @@ PIN = KindDef(
     )),
     check=lambda doc, errors: None,
     build=build_pin,
-    check_all=check_pins,
+    check_against=check_pin,
+    order=20,
 )
 
 PIN_DOC = """\
@@ -72,8 +71,8 @@ def pin_kind() -> Iterator[None]:
 
 
 def test_another_kind_plugs_in(pin_kind: None) -> None:
-    assert known_kinds() == ("ModelService", "Pin")
-    result = load_text(doc() + PIN_DOC.replace("VERSION", "v1"))
+    assert known_kinds() == ("ModelService", "Experiment", "Pin")
+    result = load_text(PIN_DOC.replace("VERSION", "v1") + "---\n" + doc())
     assert result.errors == ()
     assert [o.value for o in result.objects if o.kind == "Pin"] == [Pin("pin", "chat", "v1")]
     assert result.state is not None and len(result.state.services) == 1
@@ -87,8 +86,9 @@ def test_reference_to_an_unknown_version(pin_kind: None) -> None:
 
 
 def test_the_unknown_kind_message_lists_registered_kinds(pin_kind: None) -> None:
-    result = load_text("kind: Experiment\n")
-    assert result.errors[0].message == "unknown kind 'Experiment'; known kinds: ModelService, Pin"
+    result = load_text("apiVersion: sluice.dev/v1alpha1\nkind: Rollout\n")
+    assert result.errors[0].message == (
+        "unknown kind 'Rollout'; known kinds: ModelService, Experiment, Pin")
 
 
 def test_a_kind_cannot_be_registered_twice(pin_kind: None) -> None:

@@ -153,7 +153,7 @@ def test_duplicate_service_names_across_files(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text(service_doc("chat", 10002))
     result = load_paths([tmp_path])
     assert [str(e) for e in result.errors] == [
-        f"{tmp_path / 'b.yaml'}:4:9: metadata.name: duplicate service name 'chat' "
+        f"{tmp_path / 'b.yaml'}:4:9: metadata.name: duplicate ModelService name 'chat' "
         f"(first defined at {tmp_path / 'a.yaml'}:4:9)"
     ]
     assert result.state is None

@@ -188,13 +188,15 @@ def test_envelope_rejections(meta: str, line: int, column: int, path: str, phras
 
 
 def test_unknown_kind_names_the_known_kinds() -> None:
-    found = errors(HEADER.replace("ModelService", "Experiment") + "  {}\n")
-    assert found == [(2, 7, "kind", "unknown kind 'Experiment'; known kinds: ModelService")]
+    found = errors(HEADER.replace("ModelService", "Rollout") + "  {}\n")
+    assert found == [
+        (2, 7, "kind", "unknown kind 'Rollout'; known kinds: ModelService, Experiment")]
 
 
 def test_missing_kind() -> None:
     found = errors("apiVersion: sluice.dev/v1alpha1\nmetadata: {name: x}\nspec: {}\n")
-    assert found == [(1, 1, "kind", "missing required field 'kind' (known kinds: ModelService)")]
+    assert found == [(1, 1, "kind",
+                      "missing required field 'kind' (known kinds: ModelService, Experiment)")]
 
 
 def test_document_that_is_not_a_mapping() -> None:

@@ -13,7 +13,7 @@ from controlplane.config import load_text, modelservice_json_schema, service_to_
 from controlplane.config.fields import Obj
 from controlplane.config.schema import (
     REFERENCE_FILE,
-    SCHEMA_FILE,
+    SCHEMA_FILES,
     main,
     render_reference,
     render_schema,
@@ -35,9 +35,10 @@ VALIDATOR = jsonschema.Draft202012Validator(modelservice_json_schema())
 
 
 def test_committed_files_are_up_to_date() -> None:
-    assert SCHEMA_FILE.read_text(encoding="utf-8") == render_schema(), (
-        "run: python -m controlplane.schema"
-    )
+    for kind, path in SCHEMA_FILES.items():
+        assert path.read_text(encoding="utf-8") == render_schema(kind), (
+            "run: python -m controlplane.schema"
+        )
     assert REFERENCE_FILE.read_text(encoding="utf-8") == render_reference(), (
         "run: python -m controlplane.schema"
     )

@@ -44,7 +44,8 @@ def test_every_error_printed_with_position(
         "or sourceIp: true)",
         f"{broken}:3:1: YAML syntax error: while parsing a flow node: expected the node "
         "content, but found '<stream end>'",
-        "4 errors",
+        f"4 errors; documents with errors: ModelService chat ({bad}:1); files that did "
+        f"not load: {broken}",
     ]
 
 

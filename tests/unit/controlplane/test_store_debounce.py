@@ -25,34 +25,43 @@ def test_invalid_load_keeps_the_last_good_state_and_reports_errors() -> None:
     store = Store(("file",))
     assert not store.ready
     good = load_text(GOOD, "chat.yaml")
-    assert store.apply_source("file", good.state, good.errors, good.files)
+    assert store.apply_load("file", good)
     assert store.ready and store.revision == 1
     serving = store.state
     bad = load_text(GOOD.replace("weight: 10", "weight: 20"), "chat.yaml")
     assert bad.errors
-    assert not store.apply_source("file", bad.state, bad.errors, bad.files)
+    assert not store.apply_load("file", bad)
     assert store.state is serving and store.revision == 1
     [status] = store.sources()
     assert status.errors == bad.errors and status.rejected_loads == 1
     assert "weight" in str(status.errors[0])
+    [doc] = store.statuses()
+    assert (doc.name, doc.state.value) == ("chat", "frozen")
 
 
 def test_reloading_identical_config_is_not_a_change() -> None:
     store = Store(("file",))
     good = load_text(GOOD, "chat.yaml")
-    store.apply_source("file", good.state, good.errors)
+    store.apply_load("file", good)
     store.changed.clear()
-    assert not store.apply_source("file", good.state, good.errors)
+    assert not store.apply_load("file", load_text(GOOD, "chat.yaml"))
     assert not store.changed.is_set() and store.revision == 1
 
 
 def test_weights_override_the_configured_split() -> None:
     store = Store(("file",))
-    good = load_text(GOOD, "chat.yaml")
-    store.apply_source("file", good.state, good.errors)
+    store.apply_load("file", load_text(GOOD, "chat.yaml"))
     assert store.set_weights("chat", {"v1": 50, "v2": 50})
     assert [v.weight for v in store.state.service("chat").versions] == [50, 50]
+    assert [v.weight for v in store.declared.service("chat").versions] == [90, 10]
     assert not store.set_weights("chat", {"v1": 50, "v2": 50})
+    # a declared edit changes the declared split; the override keeps serving
+    edited = GOOD.replace("weight: 90", "weight: 80").replace("weight: 10", "weight: 20")
+    assert not store.apply_load("file", load_text(edited, "chat.yaml"))
+    assert [v.weight for v in store.declared.service("chat").versions] == [80, 20]
+    assert [v.weight for v in store.state.service("chat").versions] == [50, 50]
+    assert store.set_override("chat", None)
+    assert [v.weight for v in store.state.service("chat").versions] == [80, 20]
 
 
 def test_debounce_waits_for_quiet_but_not_past_the_ceiling() -> None:
