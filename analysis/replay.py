@@ -220,6 +220,34 @@ def looks_from(parsed: Sequence[Parsed], spec: ExperimentSpec) -> list[tuple[Loo
     return looks
 
 
+def _bound_key(b: float) -> str:
+    return "+Inf" if b == math.inf else repr(b)
+
+
+def window_line(w: Window) -> dict[str, Any]:
+    """One window as a replay input line (``parse_line`` reads it back to an equal window)."""
+    line: dict[str, Any] = {"t": w.t, "version": w.version, "requests": w.requests,
+                            "errors": w.errors}
+    if w.weight is not None:
+        line["weight"] = w.weight
+    if w.error_classes:
+        line["errorClasses"] = dict(w.error_classes)
+    if w.histograms:
+        line["histograms"] = {
+            name: {"unit": "s", "buckets": {_bound_key(b): c for b, c in
+                                            zip(h.bounds, h.cumulative(), strict=True)},
+                   **({"sum": h.total_sum} if h.total_sum is not None else {})}
+            for name, h in w.histograms.items()
+        }
+    if w.means:
+        line["means"] = {
+            name: {"sum": sc.total, "count": sc.count,
+                   **({"sumSquares": sc.sum_squares} if sc.sum_squares is not None else {})}
+            for name, sc in w.means.items()
+        }
+    return line
+
+
 def _num(x: float | None) -> float | None:
     if x is None or not math.isfinite(x):
         return None

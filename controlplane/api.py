@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from controlplane.api_experiments import ExperimentsApi
 from controlplane.config import service_to_dict
 from controlplane.metrics import Metrics
 from controlplane.model import (
@@ -31,10 +32,12 @@ def _short(type_url: str) -> str:
 
 
 class AdminApi:
-    def __init__(self, store: Store, xds: XdsServer, metrics: Metrics) -> None:
+    def __init__(self, store: Store, xds: XdsServer, metrics: Metrics,
+                 experiments: ExperimentsApi | None = None) -> None:
         self.store = store
         self.xds = xds
         self.metrics = metrics
+        self.experiments = experiments
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -44,6 +47,8 @@ class AdminApi:
         app.router.add_get("/metrics", self.prometheus)
         app.router.add_get("/api/v1/services", self.services)
         app.router.add_get("/api/v1/proxies", self.proxies)
+        if self.experiments is not None:
+            self.experiments.routes(app)
         return app
 
     async def start(self, host: str, port: int) -> int:

@@ -13,9 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from controlplane.api_experiments import ExperimentsApi, read_token
 from controlplane.config import LoadResult
 from controlplane.debounce import Debounce
 from controlplane.metrics import Metrics
+from controlplane.rollout.journal import Journal
+from controlplane.rollout.manager import RolloutManager
+from controlplane.rollout.sources import provider_for
+from controlplane.rollout.sync import XdsProxyView
 from controlplane.sources.file import FileSource
 from controlplane.state import StateStore
 from controlplane.store import Store
@@ -42,6 +47,7 @@ class ServeOptions:
     poll_interval_s: float = 0.1  # a stat of 100 files takes ~0.5 ms
     debounce_quiet_s: float = 0.1
     debounce_ceiling_s: float = 1.0
+    api_token_file: str | None = None
 
 
 class App:
@@ -59,13 +65,21 @@ class App:
         self.admin_port = 0
         self._change_seen_at: float | None = None
         self._debounce = Debounce(options.debounce_quiet_s, options.debounce_ceiling_s)
+        self.installed_revision = 0  # store revision of the installed snapshot
+        self.proxy_view = XdsProxyView(self.cache, lambda: self.xds.proxies.values(),
+                                       lambda: self.installed_revision)
+        self.rollouts = RolloutManager(self.store, self.proxy_view, Journal(),
+                                       lambda e: provider_for(e, self.proxy_view))
         from controlplane.api import AdminApi
 
-        self.api = AdminApi(self.store, self.xds, self.metrics)
+        self.api = AdminApi(self.store, self.xds, self.metrics,
+                            ExperimentsApi(self.rollouts, read_token(options.api_token_file)))
 
     async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
         if self.options.state_path:
             self.state = StateStore.open(self.options.state_path)
+            self.rollouts.deps.journal = Journal(self.state)
+        self.rollouts.restore_outcomes()
         xds_host, xds_port = split_address(self.options.xds_address, "--xds-address")
         admin_host, admin_port = split_address(self.options.admin_address, "--admin-address")
         self.xds_port = await self.xds.start(f"{xds_host}:{xds_port}")
@@ -83,6 +97,7 @@ class App:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.source.run(self._on_load, stop))
                 tasks.create_task(self._build_loop(stop))
+                tasks.create_task(self.rollouts.run(stop))
         finally:
             await self.xds.stop(grace=0.5)
             await self.api.stop()
@@ -105,6 +120,7 @@ class App:
         for warning in status.warnings:
             log.warning("config: %s", warning)
         self.metrics.observe_documents(self.store.statuses())
+        self.rollouts.reconcile()
         if changed:
             self._change_seen_at = self.source.changed_at
         if changed and self.state is not None:
@@ -137,6 +153,7 @@ class App:
                 debounce = debounce.flushed()
 
     def _install(self, changed_at: float | None) -> None:
+        revision = self.store.revision
         try:
             snapshot = build_snapshot(self.store.state, self.encoder)
         except Exception:
@@ -144,6 +161,7 @@ class App:
             # the last good snapshot rather than dying.
             log.exception("snapshot build failed; the previous snapshot keeps serving")
             return
+        self.installed_revision = revision
         if self.cache.set(snapshot, changed_at=changed_at):
             self.metrics.snapshot_builds.inc()
             log.info("snapshot %s installed (revision %d)", snapshot.version, self.store.revision)
@@ -156,8 +174,10 @@ async def run_server(
     state_path: str | None = None,
     stop: asyncio.Event | None = None,
     started: asyncio.Event | None = None,
+    api_token_file: str | None = None,
 ) -> None:
     options = ServeOptions(
-        tuple(str(p) for p in config_paths), xds_address, admin_address, state_path
+        tuple(str(p) for p in config_paths), xds_address, admin_address, state_path,
+        api_token_file=api_token_file,
     )
     await App(options).run(stop or asyncio.Event(), started)

@@ -273,6 +273,16 @@ class DeltaStream:
             return SyncState.SYNCED
         return SyncState.STALE
 
+    def holds(self, type_url: str, name: str) -> str | None:
+        """The version of one resource the proxy has ACKed (None: none)."""
+        st = self._types.get(type_url)
+        return st.client.get(name) if st is not None else None
+
+    def wants(self, type_url: str, name: str) -> bool:
+        """Whether the proxy subscribes to the resource (wildcard or by name)."""
+        st = self._types.get(type_url)
+        return st is not None and st.seen_request and st.covers(name)
+
     def converged(self) -> bool:
         return bool(self._types) and all(
             self._state(t, st) == SyncState.SYNCED for t, st in self._types.items()

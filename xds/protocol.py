@@ -293,6 +293,17 @@ class SotwStream:
             return SyncState.SYNCED
         return SyncState.STALE
 
+    def holds(self, type_url: str, name: str) -> str | None:
+        """The version of one resource the proxy has ACKed (None: none)."""
+        st = self._types.get(type_url)
+        found = st.acked.get(name) if st is not None else None
+        return found.version if found is not None else None
+
+    def wants(self, type_url: str, name: str) -> bool:
+        """Whether the proxy subscribes to the resource (wildcard or by name)."""
+        st = self._types.get(type_url)
+        return st is not None and st.seen_request and (st.names is None or name in st.names)
+
     def converged(self) -> bool:
         """Every requested type has ACKed exactly the current snapshot's content."""
         return bool(self._types) and all(

@@ -1,0 +1,420 @@
+"""One experiment run: looks, decisions and traffic, through every phase (the I/O loop).
+
+Each turn of the loop does one thing: apply the current plan and wait until
+every proxy ACKed it (the step's clock starts then), or take a look (read the
+metrics source, judge, check guards, decide), or drive a strategy's stage
+(drain and update pods, a synchronized switch), or carry out the outcome.
+Decisions go to the journal before traffic changes (durable first). Manual
+commands (promote, abort, pause, resume) are handled between turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from analysis.judge import JudgeState, Judgment, Look, start
+from analysis.providers import MetricsProvider, ProviderError, Reading, Target
+from analysis.providers.windows import windows_between
+from analysis.replay import judgment_json, parse_line, window_line
+from controlplane.experiment import Experiment, Strategy
+from controlplane.model import ModelService, cluster_name
+from controlplane.rollout import plans, stages
+from controlplane.rollout.journal import DECISION, LOOK, RUN, Journal
+from controlplane.rollout.looks import (
+    AbResult,
+    Proposal,
+    ab_done,
+    ab_result,
+    fold,
+    propose,
+    tripped,
+)
+from controlplane.rollout.machine import Event, Phase, RolloutState, stalled, transition
+from controlplane.rollout.sync import ProxyView
+from controlplane.store import Store
+
+log = logging.getLogger("sluice.rollout")
+
+COMMANDS = {"promote": Event.APPROVE, "abort": Event.ABORT, "pause": Event.PAUSE,
+            "resume": Event.RESUME}
+SYNC_POLL_S = 0.01
+
+
+@dataclass
+class Deps:
+    store: Store
+    proxies: ProxyView
+    provider_for: Callable[[Experiment], MetricsProvider]
+    journal: Journal
+    wall: Callable[[], float] = time.time
+
+
+@dataclass
+class Command:
+    name: str
+    who: str
+    done: asyncio.Future[tuple[bool, str]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+def new_run_id(experiment: Experiment, t: float) -> str:
+    return f"{experiment.name}-{int(t)}-{uuid.uuid4().hex[:6]}"
+
+
+class Runner:
+    def __init__(self, experiment: Experiment, deps: Deps,
+                 restored: dict[str, Any] | None = None) -> None:
+        self.experiment = experiment
+        self.deps = deps
+        self.commands: asyncio.Queue[Command] = asyncio.Queue()
+        self.held: str | None = None  # the service's document is frozen or missing
+        self.report: dict[str, Any] = {}  # strategy figures (A/B result, switch window)
+        self.last_judgment: dict[str, Any] | None = None
+        self.note = ""  # what the run is waiting for right now
+        self.prev: Reading | None = None
+        self.next_look: float | None = None
+        self.applied_revision = 0
+        self.looks = 0
+        now = deps.wall()
+        if restored is not None:
+            self.state = RolloutState.from_json(restored["state"])
+            self.report = dict(restored.get("report") or {})
+            self.analysis = self._analysis_spec()
+            self.js = self._rebuild()
+        else:
+            self.state = RolloutState(run=new_run_id(experiment, now), started_at=now,
+                                      updated_at=now)
+            self.analysis = self._analysis_spec()
+            self.js = start(self.analysis, now)
+        self._provider: MetricsProvider | None = None
+
+    # -- what others read
+
+    @property
+    def name(self) -> str:
+        return self.experiment.name
+
+    @property
+    def service_name(self) -> str:
+        assert self.experiment.service is not None
+        return self.experiment.service
+
+    def service(self) -> ModelService | None:
+        try:
+            return self.deps.store.declared.service(self.service_name)
+        except KeyError:
+            return None
+
+    def view(self) -> dict[str, Any]:
+        s = self.state
+        steps = self.analysis.steps
+        return {
+            "name": self.name, "service": self.experiment.service,
+            "strategy": self.experiment.strategy.value,
+            "baseline": self.experiment.baseline, "candidate": self.experiment.candidate,
+            **s.to_json(), "steps": [st.weight for st in steps],
+            "stepWeight": steps[min(s.step, len(steps) - 1)].weight,
+            "held": self.held, "waitingFor": self.note, "looks": self.looks,
+            "report": self.report, "judgment": self.last_judgment,
+        }
+
+    # -- the loop
+
+    def begin(self) -> None:
+        """Starts a new run, or re-applies a restored one's traffic (synchronously, so it
+        is in force before the next snapshot is built)."""
+        if self.state.phase is not Phase.PENDING:
+            self._apply()
+            return
+        if self.experiment.strategy is Strategy.ROLLING:
+            svc = self.service()
+            if svc is not None:
+                self.state = replace(self.state, pods=plans.initial_pods(self.experiment, svc))
+        self._event(Event.START, f"started: {self.experiment.strategy.value} of "
+                    f"{self.experiment.candidate} against {self.experiment.baseline}")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set() and not self.state.phase.terminal:
+                await self._turn(stop)
+        finally:
+            if self._provider is not None:
+                await self._provider.close()
+
+    def update(self, experiment: Experiment) -> None:
+        """Steps or metrics edited: they apply from the next look (history refolded)."""
+        self.experiment = experiment
+        self.analysis = self._analysis_spec()
+        self.js = self._rebuild()
+        if self._provider is not None:
+            provider, self._provider = self._provider, None
+            asyncio.get_running_loop().create_task(provider.close())
+
+    async def command(self, name: str, who: str) -> tuple[bool, str]:
+        cmd = Command(name, who)
+        await self.commands.put(cmd)
+        return await cmd.done
+
+    async def _turn(self, stop: asyncio.Event) -> None:
+        if self.service() is None:
+            self._event(Event.FAIL, f"service '{self.service_name}' no longer exists")
+            return
+        phase = self.state.phase
+        if phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
+            await stages.finish(self)
+            if await self.wait_synced(self.experiment.interval_ms / 1000):
+                done = "promoted" if phase is Phase.PROMOTING else "rolled back"
+                self._event(Event.DONE, f"{done}: {self.state.reason}")
+            return
+        if not self.state.applied:
+            await stages.prepare(self)
+            if self.state.applied or self.state.phase is not phase:
+                return
+            if await self.wait_synced(self.experiment.interval_ms / 1000):
+                t = self.deps.wall()
+                self._event(Event.APPLIED, self.state.reason)
+                await stages.after_applied(self)
+                self.prev = await self._read(t)
+                self.next_look = t + self.experiment.interval_ms / 1000
+            else:
+                self._stall(self.deps.wall(), True, f"waiting for proxies: {self.note}")
+            return
+        deadline = self.next_look or self.deps.wall()
+        if await self._serve_commands(deadline):
+            return
+        await self.look()
+
+    # -- traffic
+
+    def _apply(self) -> None:
+        svc = self.service()
+        if svc is None:
+            return
+        override = plans.traffic(self.experiment, svc, self.state)
+        self.deps.store.set_override(self.service_name, override)
+        self.applied_revision = self.deps.store.revision
+
+    async def wait_synced(self, timeout: float) -> bool:
+        """Until every proxy holds the applied traffic (True) or ``timeout`` (False);
+        commands are served meanwhile."""
+        deadline = self.deps.wall() + timeout
+        versions = (self.experiment.baseline, self.experiment.candidate)
+        while True:
+            report = self.deps.proxies.sync(self.service_name, versions, self.applied_revision)
+            if report.synced:
+                self.note = ""
+                return True
+            self.note = report.describe()
+            if self.deps.wall() >= deadline:
+                return False
+            if await self._serve_commands(min(deadline, self.deps.wall() + 0.05)):
+                return False
+
+    async def _serve_commands(self, until: float) -> bool:
+        """Serves manual commands until ``until``; True when one changed the run."""
+        while True:
+            left = until - self.deps.wall()
+            if left <= 0:
+                return False
+            try:
+                cmd = await asyncio.wait_for(self.commands.get(), left)
+            except TimeoutError:
+                return False
+            before = self.state
+            ok, message = self._command(cmd)
+            cmd.done.set_result((ok, message))
+            if self.state is not before:
+                return True
+
+    def _command(self, cmd: Command) -> tuple[bool, str]:
+        event = COMMANDS[cmd.name]
+        if self.state.phase.terminal:
+            return False, f"the run is over ({self.state.phase.value})"
+        if event is Event.APPROVE and not self.state.gate:
+            return False, ("nothing to approve: promote approves a promotion that "
+                           "pauseBeforePromotion is holding, after every gating metric passed "
+                           "at the last step")
+        before = self.state
+        self._event(event, f"{cmd.name} by {cmd.who}")
+        if self.state == before:
+            return False, f"cannot {cmd.name} while {before.phase.value}"
+        return True, f"{cmd.name}: now {self.state.phase.value}"
+
+    # -- looks
+
+    def target(self) -> Target:
+        svc = self.service_name
+        versions = (self.experiment.baseline, self.experiment.candidate)
+        return Target(svc, versions, {v: cluster_name(svc, v) for v in versions},
+                      self.analysis.metrics, self.experiment.interval_ms / 1000)
+
+    def provider(self) -> MetricsProvider:
+        if self._provider is None:
+            self._provider = self.deps.provider_for(self.experiment)
+        return self._provider
+
+    async def _read(self, t: float) -> Reading | None:
+        try:
+            return await self.provider().read(self.target(), t)
+        except ProviderError as exc:
+            self.note = f"metrics source {self.provider().name}: {exc}"
+            log.warning("%s: %s", self.name, self.note)
+            return None
+
+    async def look(self) -> None:
+        t = self.deps.wall()
+        self.next_look = t + self.experiment.interval_ms / 1000
+        reading = await self._read(t)
+        if reading is None or self.prev is None:
+            self.prev = reading or self.prev
+            why = self.note if reading is None else "first reading of this step taken"
+            self._decide(t, Proposal(Event.HOLD, f"no data: {why}", reading is None), None)
+            return
+        windows, excluded = windows_between(self.prev, reading, self.target(),
+                                            stages.expected_split(self))
+        self.prev = reading
+        b, c = self.experiment.baseline, self.experiment.candidate
+        look = Look(t, windows.get(c), windows.get(b), excluded)
+        guard = tripped(self.experiment, look.candidate) if excluded is None else None
+        judgment = None
+        if self.experiment.strategy is Strategy.SYNCHRONIZED:
+            proposal = stages.synchronized_proposal(self, t, guard)
+        else:
+            assert self.state.step_started is not None
+            self.js, judgment = fold(self.js, look, self.state.step, self.state.step_started)
+            proposal = self._propose(t, judgment, look, guard)
+        self.looks += 1
+        self._record_look(t, look, judgment, proposal)
+        self._decide(t, proposal, judgment)
+
+    def _propose(self, t: float, judgment: Judgment, look: Look, guard: str | None) -> Proposal:
+        proposal = propose(judgment, look, self.analysis.check_srm)
+        if guard is not None:
+            return Proposal(Event.ROLLBACK, guard, False)
+        if proposal.event is Event.ROLLBACK:
+            return proposal
+        if self.experiment.strategy is Strategy.ABTEST:
+            return self._ab_proposal(t, judgment, proposal)
+        if self.held is not None and proposal.event in (Event.ADVANCE, Event.PROMOTE):
+            return Proposal(Event.HOLD, f"held: {self.held}", False)
+        return proposal
+
+    def _ab_proposal(self, t: float, judgment: Judgment, proposal: Proposal) -> Proposal:
+        n = judgment.metrics[0].n if judgment.metrics else {}
+        why = ab_done(self.experiment, n, t - self.state.started_at)
+        if why is None:
+            if proposal.event in (Event.ADVANCE, Event.PROMOTE):
+                return Proposal(Event.WAIT, f"collecting samples: {proposal.reason}", False)
+            return proposal
+        result: AbResult = ab_result(self.experiment, judgment.metrics)
+        self.report["abtest"] = {**result.to_json(), "ended": why}
+        ab = self.experiment.abtest
+        if result.winner == "candidate" and ab is not None and ab.promote_on_win:
+            return Proposal(Event.PROMOTE, f"A/B test ended ({why}): {result.reason}", False)
+        return Proposal(Event.CONCLUDE, f"A/B test ended ({why}): {result.reason}; "
+                        f"{self.experiment.baseline} keeps the traffic", False)
+
+    def _decide(self, t: float, proposal: Proposal, judgment: Judgment | None) -> None:
+        if judgment is not None:
+            self.last_judgment = judgment_json(self.name, judgment)
+        if self._stall(t, proposal.starving, proposal.reason):
+            return
+        self._event(proposal.event, proposal.reason)
+
+    def _stall(self, t: float, starving: bool, reason: str) -> bool:
+        """Tracks holding for lack of data; True when the stall budget decided."""
+        self.state = stalled(self.state, t, starving)
+        since = self.state.stalled_since
+        budget = self.experiment.stall_budget_ms / 1000
+        if since is None or t - since < budget or self.state.phase is Phase.PAUSED:
+            return False
+        event = Event.ROLLBACK if self.experiment.on_stall.value == "rollback" else Event.PAUSE
+        self._event(event, f"stalled for {t - since:.0f}s (stallBudget {budget:g}s, onStall: "
+                    f"{self.experiment.on_stall.value}): {reason}")
+        return True
+
+    # -- state changes
+
+    def _event(self, event: Event, reason: str) -> None:
+        before = self.state
+        last = len(self.analysis.steps) - 1
+        after = transition(before, event, self.deps.wall(), reason,
+                           gated=self.experiment.pause_before_promotion, last_step=last)
+        if after == before:
+            return
+        self.state = after
+        if (after.phase, after.step, after.gate) != (before.phase, before.step, before.gate):
+            log.info("%s: %s -> %s (step %d): %s", self.name, before.phase.value,
+                     after.phase.value, after.step + 1, reason)
+            self.deps.journal.append(DECISION, self.name, {
+                "run": after.run, "t": after.updated_at, "event": event.value,
+                "from": before.phase.value, "to": after.phase.value, "step": after.step,
+                "reason": reason})
+        self.save()
+        if (after.phase, after.step, after.stage, after.pods) != (
+                before.phase, before.step, before.stage, before.pods) or not after.applied:
+            self._apply()
+
+    def set_state(self, state: RolloutState) -> None:
+        """A strategy stage moved (pods, a switch): record it, then apply its traffic."""
+        self.state = replace(state, updated_at=self.deps.wall())
+        self.save()
+        self._apply()
+
+    def save(self) -> None:
+        self.deps.journal.put(RUN, self.name, {
+            "state": self.state.to_json(), "identity": list(map(str, self.experiment.identity())),
+            "service": self.experiment.service, "report": self.report,
+        })
+
+    def _record_look(self, t: float, look: Look, judgment: Judgment | None,
+                     proposal: Proposal) -> None:
+        windows = [window_line(w) for w in (look.baseline, look.candidate) if w is not None]
+        self.deps.journal.append(LOOK, self.name, {
+            "run": self.state.run, "t": t, "step": self.state.step,
+            "stepStarted": self.state.step_started, "windows": windows,
+            "excluded": look.excluded, "decision": proposal.event.value,
+            "reason": proposal.reason, "counted": judgment is not None,
+            "judgment": self.last_judgment if judgment is not None else None,
+        })
+
+    # -- the judge
+
+    def _analysis_spec(self) -> Any:
+        spec = self.experiment.analysis
+        if self.experiment.strategy is Strategy.ROLLING:
+            svc = self.service()
+            if svc is not None:
+                spec = replace(spec, steps=stages.rolling_steps(self.experiment, svc))
+        return spec
+
+    def _rebuild(self) -> JudgeState:
+        """The judge's statistics from the recorded looks of this run (deterministic)."""
+        js = start(self.analysis, self.state.started_at)
+        self.looks = 0
+        for record in self.deps.journal.events(LOOK, self.name, self.state.run):
+            if not record.get("counted"):
+                continue
+            windows = {}
+            for line in record.get("windows", []):
+                w = parse_line(line, 0).window
+                windows[w.version] = w
+            look = Look(float(record["t"]), windows.get(self.experiment.candidate),
+                        windows.get(self.experiment.baseline), record.get("excluded"))
+            started = record.get("stepStarted")
+            step = min(int(record.get("step", 0)), len(self.analysis.steps) - 1)
+            js, _ = fold(js, look, step, float(started) if started is not None else look.t)
+            self.looks += 1
+            self.last_judgment = record.get("judgment")
+        return js
+
+
+def finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None

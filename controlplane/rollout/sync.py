@@ -1,0 +1,96 @@
+"""What the rollout needs to know about proxies: has every one ACKed a service's traffic?
+
+``ProxyView`` is the small protocol the runner depends on; ``XdsProxyView``
+answers it from the xDS server's per-stream machines (read-only), so a step's
+clock starts only when every connected proxy holds exactly the current
+snapshot's route, clusters and endpoints of the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from controlplane.model import cluster_name, route_config_name
+from xds import typeurls
+from xds.cache import SnapshotCache
+from xds.server import ProxyInfo
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    built: bool  # the snapshot with the change is installed
+    proxies: tuple[str, ...]  # node ids that take this service's resources
+    pending: tuple[str, ...]  # ... and have not ACKed the current versions yet
+    nacked: tuple[tuple[str, str], ...]  # (node id, Envoy's message)
+
+    @property
+    def synced(self) -> bool:
+        return self.built and not self.pending and not self.nacked
+
+    def describe(self) -> str:
+        if not self.built:
+            return "waiting for the snapshot to be built"
+        parts = []
+        if self.pending:
+            shown = ", ".join(self.pending[:5]) + (" ..." if len(self.pending) > 5 else "")
+            parts.append(f"{len(self.pending)} of {len(self.proxies)} proxies have not ACKed "
+                         f"yet ({shown})")
+        for node, message in self.nacked[:3]:
+            parts.append(f"{node} rejected the config: {message[:200]}")
+        return "; ".join(parts) or f"all {len(self.proxies)} proxies ACKed"
+
+
+class ProxyView(Protocol):
+    def sync(self, service: str, versions: Iterable[str], revision: int) -> SyncReport:
+        """Whether every proxy holds the service's resources as of store ``revision``."""
+        ...
+
+    def admin_urls(self) -> list[str]:
+        """Envoy admin URLs the connected proxies announce (for stats and drains)."""
+        ...
+
+
+class XdsProxyView:
+    def __init__(self, cache: SnapshotCache, proxies: Callable[[], Iterable[ProxyInfo]],
+                 installed_revision: Callable[[], int]) -> None:
+        self._cache = cache
+        self._proxies = proxies
+        self._installed = installed_revision
+
+    def sync(self, service: str, versions: Iterable[str], revision: int) -> SyncReport:
+        if self._installed() < revision:
+            return SyncReport(False, (), (), ())
+        snapshot = self._cache.snapshot
+        wanted: list[tuple[str, str, str]] = []  # (type, name, version)
+        names = [(typeurls.ROUTE, route_config_name(service))]
+        for v in versions:
+            names += [(typeurls.CLUSTER, cluster_name(service, v)),
+                      (typeurls.ENDPOINT, cluster_name(service, v))]
+        for type_url, name in names:
+            found = snapshot.types[type_url].resources.get(name)
+            if found is not None:
+                wanted.append((type_url, name, found.version))
+        proxies: list[str] = []
+        pending: list[str] = []
+        nacked: list[tuple[str, str]] = []
+        for info in self._proxies():
+            machine = info.machine
+            mine = [(t, n, v) for t, n, v in wanted if machine.wants(t, n)]
+            if not mine:
+                continue
+            proxies.append(info.node_id)
+            if all(machine.holds(t, n) == v for t, n, v in mine):
+                continue
+            rejected = [s.last_nack.message for s in machine.status()
+                        if s.last_nack is not None and s.state.value == "NACKED"]
+            if rejected:
+                nacked.append((info.node_id, rejected[0]))
+            else:
+                pending.append(info.node_id)
+        return SyncReport(True, tuple(proxies), tuple(pending), tuple(nacked))
+
+    def admin_urls(self) -> list[str]:
+        urls = {url for info in self._proxies() if (url := getattr(info, "admin_url", None))}
+        return sorted(urls)
