@@ -17,6 +17,7 @@ from controlplane.api_experiments import ExperimentsApi, read_token
 from controlplane.config import LoadResult
 from controlplane.debounce import Debounce
 from controlplane.metrics import Metrics
+from controlplane.metrics_experiments import ExperimentCollector
 from controlplane.rollout.journal import Journal
 from controlplane.rollout.manager import RolloutManager
 from controlplane.rollout.sources import provider_for
@@ -70,6 +71,7 @@ class App:
                                        lambda: self.installed_revision)
         self.rollouts = RolloutManager(self.store, self.proxy_view, Journal(),
                                        lambda e: provider_for(e, self.proxy_view))
+        self.metrics.registry.register(ExperimentCollector(self.store, self.rollouts))
         from controlplane.api import AdminApi
 
         self.api = AdminApi(self.store, self.xds, self.metrics,

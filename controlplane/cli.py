@@ -14,10 +14,15 @@ USAGE = """usage: sluice <command> [options]
 
 commands:
   serve      run the control plane (xDS + admin HTTP), watching config files
-  validate   check ModelService YAML; print file:line:column: field.path: message
+  validate   check Sluice YAML; print file:line:column: field.path: message
   bootstrap  print an Envoy bootstrap that connects to Sluice over ADS
   replay     run an experiment's statistics over recorded samples (JSON lines)
   schema     print the JSON Schema of a document kind (ModelService, Experiment)
+  status     experiments: phase, step, weights, evidence, decisions
+  promote    approve a promotion held by pauseBeforePromotion
+  abort      roll an experiment back
+  pause      stop an experiment's progress (safety rollbacks still happen)
+  resume     let a paused experiment go on
 """
 
 
@@ -30,11 +35,14 @@ def serve(argv: list[str]) -> int:
         action="append",
         required=True,
         metavar="PATH",
-        help="ModelService YAML file or directory (repeatable); watched",
+        help="YAML file or directory of ModelService and Experiment documents (repeatable); "
+        "watched",
     )
     parser.add_argument("--xds-address", default="127.0.0.1:18000", metavar="HOST:PORT")
     parser.add_argument("--admin-address", default="127.0.0.1:19000", metavar="HOST:PORT")
     parser.add_argument("--state", metavar="PATH", help="durable state (SQLite) file")
+    parser.add_argument("--api-token-file", metavar="FILE",
+                        help="bearer token that admin API mutations need (none: disabled)")
     parser.add_argument("--poll-interval", type=float, default=0.1, metavar="SECONDS",
                         help="how often config files are checked for changes (default 0.1)")
     parser.add_argument(
@@ -51,9 +59,15 @@ def serve(argv: list[str]) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from controlplane.api_experiments import read_token
+
+    try:
+        read_token(args.api_token_file)
+    except ValueError as exc:
+        parser.error(str(exc))
     options = ServeOptions(
         tuple(args.config), args.xds_address, args.admin_address, args.state,
-        poll_interval_s=args.poll_interval,
+        poll_interval_s=args.poll_interval, api_token_file=args.api_token_file,
     )
 
     async def main() -> None:
@@ -99,7 +113,24 @@ def _replay(argv: list[str]) -> int:
     return run(argv)
 
 
+def _status(argv: list[str]) -> int:
+    from controlplane.cli_experiments import status
+
+    return status(argv)
+
+
+def _action(verb: str) -> Callable[[list[str]], int]:
+    def run(argv: list[str]) -> int:
+        from controlplane.cli_experiments import action
+
+        return action(verb, argv)
+
+    return run
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "status": _status,
+    **{verb: _action(verb) for verb in ("promote", "abort", "pause", "resume")},
     "serve": serve,
     "validate": _validate,
     "bootstrap": _bootstrap,

@@ -82,6 +82,7 @@ class Runner:
         self.next_look: float | None = None
         self.applied_revision = 0
         self.looks = 0
+        self.decision_counts: dict[str, int] = {}  # by event, this process
         now = deps.wall()
         if restored is not None:
             self.state = RolloutState.from_json(restored["state"])
@@ -275,7 +276,7 @@ class Runner:
         if reading is None or self.prev is None:
             self.prev = reading or self.prev
             why = self.note if reading is None else "first reading of this step taken"
-            self._decide(t, Proposal(Event.HOLD, f"no data: {why}", reading is None), None)
+            self._decide(t, Proposal(Event.HOLD, f"no data: {why}", reading is None))
             return
         windows, excluded = windows_between(self.prev, reading, self.target(),
                                             stages.expected_split(self))
@@ -291,8 +292,10 @@ class Runner:
             self.js, judgment = fold(self.js, look, self.state.step, self.state.step_started)
             proposal = self._propose(t, judgment, look, guard)
         self.looks += 1
+        if judgment is not None:
+            self.last_judgment = judgment_json(self.name, judgment)
         self._record_look(t, look, judgment, proposal)
-        self._decide(t, proposal, judgment)
+        self._decide(t, proposal)
 
     def _propose(self, t: float, judgment: Judgment, look: Look, guard: str | None) -> Proposal:
         proposal = propose(judgment, look, self.analysis.check_srm)
@@ -321,9 +324,7 @@ class Runner:
         return Proposal(Event.CONCLUDE, f"A/B test ended ({why}): {result.reason}; "
                         f"{self.experiment.baseline} keeps the traffic", False)
 
-    def _decide(self, t: float, proposal: Proposal, judgment: Judgment | None) -> None:
-        if judgment is not None:
-            self.last_judgment = judgment_json(self.name, judgment)
+    def _decide(self, t: float, proposal: Proposal) -> None:
         if self._stall(t, proposal.starving, proposal.reason):
             return
         self._event(proposal.event, proposal.reason)
@@ -350,6 +351,7 @@ class Runner:
         if after == before:
             return
         self.state = after
+        self.decision_counts[event.value] = self.decision_counts.get(event.value, 0) + 1
         if (after.phase, after.step, after.gate) != (before.phase, before.step, before.gate):
             log.info("%s: %s -> %s (step %d): %s", self.name, before.phase.value,
                      after.phase.value, after.step + 1, reason)
