@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/sluice/wire/v1/*.proto)
 WIRE   := xds/_wire/wire_pb2.py
 
-.PHONY: install run test lint typecheck unit integration bench bench-analysis clean
+.PHONY: install run test lint typecheck unit integration bench bench-storm bench-analysis clean
 
 install: $(STAMP) $(WIRE)
 
@@ -47,6 +47,10 @@ test: install
 
 bench: install
 	$(PY) -m bench.xds_convergence
+
+# Connect storm: every simulated proxy opens its stream at once (bench/XDS.md).
+bench-storm: install
+	$(PY) -m bench.xds_convergence --clients 2000,3000 --no-envoy --changes 1
 
 bench-analysis: install
 	$(PY) -m bench.calibration

@@ -21,8 +21,11 @@ stdin
   ``{"cmd": "stats"}``  report this process's CPU time.
   ``{"cmd": "quit"}``   close every stream and exit.
 stdout
-  ``{"event": "synced", "t_start": ..., "t_synced": ..., "streams": N}``
-      once every stream has ACKed a response of all four types.
+  ``{"event": "synced", "t_start": ..., "t_synced": ..., "streams": N,
+  "first_push": [seconds, ...]}``
+      once every stream has ACKed a response of all four types; ``first_push``:
+      per stream, from opening it to its first response (how long the control
+      plane took to admit it when all connect at once).
   ``{"event": "converged", "id": K, "acks": [t, ...], "missing": M}``
       ``acks``: per stream, the wall time (``time.time()``) at which it sent
       the ACK of the first response of that type after the mark.
@@ -152,6 +155,7 @@ class Fleet:
                     "t_start": self.t_start,
                     "t_synced": time.time(),
                     "streams": self.count,
+                    "first_push": [s.t_first - s.t_opened for s in self.streams],
                 }
             )
             self.synced_event.set()
@@ -212,6 +216,8 @@ class Stream:
         self.held: dict[str, set[str]] = {t: set() for t in ALL_TYPES}
         self.call: Any = None
         self.sent_node = False
+        self.t_opened = 0.0
+        self.t_first = 0.0
 
     # -- requests -----------------------------------------------------------
 
@@ -257,6 +263,7 @@ class Stream:
         path = DELTA_PATH if self.delta else SOTW_PATH
         method = channel.stream_stream(path)  # bytes in, bytes out
         self.call = call = method()
+        self.t_opened = time.time()
         if self.delta:
             await call.write(self.delta_request(CLUSTER))
             await call.write(self.delta_request(LISTENER))
@@ -272,6 +279,8 @@ class Stream:
             else:
                 type_url = await self.on_sotw(call, raw)
             t = time.time()
+            if not self.t_first:
+                self.t_first = t
             self.counts[type_url] += 1
             if not self.synced and all(self.counts.values()):
                 self.synced = True

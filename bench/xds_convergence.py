@@ -493,6 +493,7 @@ class RunResult:
     clients: int
     connect_s: float = 0.0
     connect_cpu_s: float = 0.0
+    first_push: list[float] = field(default_factory=list)  # per stream: opened → 1st response
     connect_pushes: float = 0.0
     rss0_kib: int = 0
     rssn_kib: int = 0
@@ -552,9 +553,14 @@ def run_one(n: int, changes: int, args: argparse.Namespace, base_id: int) -> Run
         if ev is None:
             raise TimeoutError(f"{n} simulated clients did not sync in 300 s")
         result.connect_s = ev["t_synced"] - ev["t_start"]
+        result.first_push = list(ev.get("first_push", []))
         result.connect_cpu_s = cp.cpu() - cpu0
         result.connect_pushes = metric_sum(cp.metrics(), "sluice_xds_pushes_total") - pushes0
-        log(f"N={n}: all clients synced in {result.connect_s:.2f} s")
+        log(
+            f"N={n}: all clients synced in {result.connect_s:.2f} s; first push "
+            f"p50 {quantile(result.first_push, 0.5):.2f} s, "
+            f"max {max(result.first_push, default=float('nan')):.2f} s"
+        )
         time.sleep(1.0)
         result.rssn_kib = cp.rss()
 
@@ -789,7 +795,9 @@ def report(results: list[RunResult], args: argparse.Namespace, machine: dict[str
             f"{r.rssn_kib / 1024:.0f} MiB with all streams; CP CPU to connect all "
             f"{r.connect_cpu_s:.1f} s for {r.connect_pushes:.0f} responses "
             f"({r.connect_cpu_s / max(1.0, r.connect_pushes) * 1000:.2f} ms each, no config load "
-            f"in it); during the change phase ({r.changes_wall_s:.1f} s wall) "
+            f"in it); first push after opening a stream p50 {quantile(r.first_push, 0.5):.1f} s, "
+            f"max {max(r.first_push, default=float('nan')):.1f} s; "
+            f"during the change phase ({r.changes_wall_s:.1f} s wall) "
             f"CP CPU {r.cp_cpu_changes_s:.1f} s, simulated-clients CPU "
             f"{r.clients_cpu_changes_s:.1f} s; end: {r.final_synced}/{r.final_proxies} "
             f"proxies SYNCED, {r.nacks} NACKs, Envoys synced: {r.envoys_synced}"

@@ -88,6 +88,47 @@ def default_push_limit() -> int:
     return min(15 + 5 * (os.cpu_count() or 1), 100)
 
 
+@dataclass(frozen=True)
+class AdmissionQueue:
+    """How many new streams may wait to be admitted, and for how long.
+
+    grpc.aio takes one incoming call from gRPC core per turn of the event
+    loop; streams that arrive faster wait in core's queue of calls the
+    application has not picked up yet. That happens whenever many proxies
+    connect together: a fleet starting, or every proxy reconnecting after a
+    control-plane restart, while the loop is busy with the first pushes of the
+    streams already admitted. Core's defaults drop calls from that queue
+    without a trace (the proxy sees CANCELLED, the server logs nothing, the
+    handler never runs): at random once more than 1,000 wait, every one
+    beyond 3,000 (``grpc.server.max_pending_requests`` and its
+    ``_hard_limit``), and any call that waited 30 s
+    (``grpc.server_max_unrequested_time_in_server``). With those, 2,000
+    simulated proxies connecting at once lost streams after about 300 were
+    admitted (bench/XDS.md, "Connect storms").
+
+    A waiting stream holds only core's call state and its buffered first
+    request (no task, no stream machine), so the queue is sized for a fleet:
+    ``max_streams`` is both the soft and the hard limit (no random early
+    drop below it) and ``max_wait_s`` is well above the time a burst of that
+    size takes to be admitted (at the rate measured on 2 cores, about 100 s
+    for 20,000). Beyond them core still sheds load.
+    """
+
+    max_streams: int = 20_000
+    max_wait_s: int = 300
+
+    def __post_init__(self) -> None:
+        if self.max_streams < 1 or self.max_wait_s < 1:
+            raise ValueError(f"admission queue bounds must be positive: {self}")
+
+    def channel_args(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.server.max_pending_requests", self.max_streams),
+            ("grpc.server.max_pending_requests_hard_limit", self.max_streams),
+            ("grpc.server_max_unrequested_time_in_server", self.max_wait_s),
+        ]
+
+
 class _Wake:
     """Marker put on a stream's queue when a new snapshot is installed."""
 
@@ -99,11 +140,13 @@ class XdsServer:
         observer: XdsObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         push_limit: int | None = None,
+        admission: AdmissionQueue | None = None,
     ) -> None:
         self.cache = cache
         self.observer: XdsObserver = observer or NullObserver()
         self.clock = clock
         self._push_slots = asyncio.Semaphore(push_limit or default_push_limit())
+        self.admission = admission or AdmissionQueue()
         self._server: grpc.aio.Server | None = None
         self._next_id = 0
         self.proxies: dict[int, ProxyInfo] = {}
@@ -118,6 +161,7 @@ class XdsServer:
                 ("grpc.max_send_message_length", 256 * 1024 * 1024),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                *self.admission.channel_args(),
             ]
         )
         handlers = {
