@@ -278,6 +278,11 @@ class DeltaStream:
         st = self._types.get(type_url)
         return st.client.get(name) if st is not None else None
 
+    def held(self, type_url: str, name: str) -> Resource | None:
+        """The resource the proxy has ACKed, when its bytes are known."""
+        st = self._types.get(type_url)
+        return st.acked.get(name) if st is not None else None
+
     def wants(self, type_url: str, name: str) -> bool:
         """Whether the proxy subscribes to the resource (wildcard or by name)."""
         st = self._types.get(type_url)

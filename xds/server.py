@@ -78,6 +78,7 @@ class ProxyInfo:
     machine: SotwStream | DeltaStream
     converged_on: str | None = None  # snapshot version this proxy last fully ACKed
     acked_since_check: bool = False  # convergence can only change on an ACK
+    admin_url: str | None = None  # node metadata "sluice.dev/admin", when announced
 
     def status(self) -> list[TypeStatus]:
         return self.machine.status()
@@ -296,7 +297,8 @@ class XdsServer:
             SotwStream(snapshot) if variant == "sotw" else DeltaStream(snapshot)
         )
         agent = f"{node.user_agent_name}/{node.user_agent_version}".strip("/")
-        info = ProxyInfo(stream_id, node.id, node.cluster, agent, variant, time.time(), machine)
+        info = ProxyInfo(stream_id, node.id, node.cluster, agent, variant, time.time(), machine,
+                         admin_url=_admin_url(node))
         self.proxies[stream_id] = info
         log.info("stream %d: %s (%s) connected over %s", stream_id, node.id, agent, variant)
         return info
@@ -319,6 +321,21 @@ class XdsServer:
             info.converged_on = snapshot.version
             if self.cache.changed_at is not None:
                 self.observer.converged(max(0.0, self.clock() - self.cache.changed_at))
+
+
+ADMIN_METADATA_KEY = "sluice.dev/admin"
+
+
+def _admin_url(node: Any) -> str | None:
+    """The admin URL a proxy announces, when it is a plain http(s) URL."""
+    field = node.metadata.fields.get(ADMIN_METADATA_KEY) if node.HasField("metadata") else None
+    if field is None or field.WhichOneof("kind") != "string_value":
+        return None
+    url = str(field.string_value)
+    if not url.startswith(("http://", "https://")) or len(url) > 256 or any(
+            c.isspace() for c in url):
+        return None
+    return url
 
 
 def encode(response: Response | DeltaResponse) -> bytes:

@@ -92,5 +92,5 @@ class XdsProxyView:
         return SyncReport(True, tuple(proxies), tuple(pending), tuple(nacked))
 
     def admin_urls(self) -> list[str]:
-        urls = {url for info in self._proxies() if (url := getattr(info, "admin_url", None))}
+        urls = {info.admin_url for info in self._proxies() if info.admin_url}
         return sorted(urls)
