@@ -11,6 +11,7 @@ from aiohttp import web
 
 from controlplane.api_experiments import ExperimentsApi
 from controlplane.config import service_to_dict
+from controlplane.consistency import consistency
 from controlplane.metrics import Metrics
 from controlplane.model import (
     MODEL_SERVICE_KIND,
@@ -47,6 +48,7 @@ class AdminApi:
         app.router.add_get("/metrics", self.prometheus)
         app.router.add_get("/api/v1/services", self.services)
         app.router.add_get("/api/v1/proxies", self.proxies)
+        app.router.add_get("/api/v1/services/{name}/consistency", self.consistency)
         if self.experiments is not None:
             self.experiments.routes(app)
         return app
@@ -125,6 +127,15 @@ class AdminApi:
                 for s in self.store.sources()
             ],
         }
+        return web.json_response(body)
+
+    async def consistency(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        try:
+            service = self.store.state.service(name)
+        except KeyError:
+            return web.json_response({"error": f"no service named {name!r}"}, status=404)
+        body = await consistency(service, self.xds.cache.snapshot, self.xds.proxies.values())
         return web.json_response(body)
 
     async def proxies(self, _: web.Request) -> web.Response:
