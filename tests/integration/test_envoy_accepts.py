@@ -27,6 +27,7 @@ from typing import Any
 
 import betterproto2
 import pytest
+import yaml
 from envoy_data_plane.envoy.config.bootstrap import v3 as bootstrap_v3
 from envoy_data_plane.envoy.config.cluster import v3 as cluster_v3
 from envoy_data_plane.envoy.config.core import v3 as core
@@ -51,7 +52,7 @@ from controlplane.model import (
 )
 from tests.integration.harness import envoy_binary
 from tests.unit.xds.resources_fixtures import service, type_of
-from xds.bootstrap import render_bootstrap
+from xds.bootstrap import UPSTREAM_RQ_TIME_BUCKETS_MS, render_bootstrap
 from xds.resources import (
     LbApi,
     build_cluster,
@@ -312,3 +313,18 @@ def test_envoy_accepts_the_rendered_bootstrap(
     code, output = _validate(envoy, tmp_path, text)
     assert code == 0, output
     assert "Deprecated field" not in output, output
+
+
+def test_envoy_checks_the_request_time_bucket_settings(envoy: str, tmp_path: Path) -> None:
+    """The rendered stats settings are accepted; the same bootstrap with a duplicate bound is
+    refused (so the check above really covers ``stats_config``)."""
+    doc = yaml.safe_load(render_bootstrap("gw-1", "127.0.0.1", 18000, "127.0.0.1", 19901))
+    [rule] = doc["stats_config"]["histogram_bucket_settings"]
+    assert rule["buckets"] == list(UPSTREAM_RQ_TIME_BUCKETS_MS)
+    assert doc["stats_flush_interval"] == "1s"
+    code, output = _validate(envoy, tmp_path, yaml.safe_dump(doc))
+    assert code == 0, output
+    rule["buckets"] = [5, 5, 10]
+    code, output = _validate(envoy, tmp_path, yaml.safe_dump(doc))
+    assert code != 0
+    assert "HistogramBucketSettings" in output

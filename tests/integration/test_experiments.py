@@ -9,17 +9,28 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+from controlplane.podsim import start_pods
 from tests.integration.conftest import EnvoyFactory
 from tests.integration.experiments_env import (
     TOKEN,
     Load,
+    chat_url,
     experiment_doc,
     pod,
+    service_doc,
     world,
 )
-from tests.integration.harness import async_wait_for
-from tests.integration.xds_env import get_json, route_weights, wanted_weights
+from tests.integration.harness import async_wait_for, free_port
+from tests.integration.xds_env import (
+    ConfigDir,
+    SubprocessControlPlane,
+    get_json,
+    route_weights,
+    start_envoy,
+    wanted_weights,
+)
 
 
 async def test_a_healthy_canary_walks_every_step_and_is_promoted(
@@ -176,3 +187,57 @@ async def test_mutations_without_the_token_are_refused(
         status, body = await w.sluice.post("/api/v1/experiments/rollout/abort", TOKEN)
         assert status == 200, body
         await w.sluice.wait_phase({"RolledBack"})
+
+
+async def test_sigkill_mid_canary_resumes_at_the_same_step_and_weights(
+        tmp_path: Path, envoy_factory: EnvoyFactory) -> None:
+    listener = free_port()
+    async with start_pods([pod("v1"), pod("v1"), pod("v2")]) as pods:
+        config = ConfigDir(tmp_path / "config")
+        config.write(service_doc(pods, listener), name="chat.yaml")
+        config.write(experiment_doc(steps=[10, 20, 30, 40, 50, 60, 70, 80, 90],
+                                    interval="500ms"), name="rollout.yaml")
+        sluice = SubprocessControlPlane(config, tmp_path / "sluice.log",
+                                        extra_args=("--state", str(tmp_path / "state.db")))
+        await sluice.start()
+        try:
+            envoy = await start_envoy(envoy_factory, "gw-0", sluice.xds_port, delta=False)
+            load = Load([chat_url(listener)], rate=150).start()
+
+            async def experiment() -> dict[str, Any]:
+                doc: dict[str, Any] = await get_json(
+                    f"{sluice.admin_url}/api/v1/experiments/rollout")
+                return doc
+
+            async def at_step_three() -> dict[str, Any] | None:
+                view = await experiment()
+                return view if view["step"] >= 2 and view["stepStarted"] else None
+
+            before = await async_wait_for(at_step_three, 60, what="step 3")
+            sluice.kill()
+            killed_at = route_weights(envoy, "chat")
+            await asyncio.sleep(1.5)  # Envoy keeps serving the last config it has
+            await sluice.start()
+            after = await experiment()
+            assert after["run"] == before["run"]
+            assert after["step"] >= before["step"]  # same step, or later: never reset
+            # Envoy never saw a reset split: its weights went from what it had at the
+            # kill straight on, never back to the declared 100/0.
+            seen = [killed_at]
+            for _ in range(20):
+                seen.append(route_weights(envoy, "chat"))
+                await asyncio.sleep(0.1)
+            assert all(w is not None and w["chat/v2"] >= killed_at["chat/v2"]  # type: ignore[index]
+                       for w in seen), seen
+            view = await async_wait_for(
+                lambda: _finished(experiment), 90, what="the run to finish")
+            replies = await load.stop()
+            assert view["phase"] == "Succeeded", view["reason"]
+            assert [r for r in replies if r.status != 200] == []
+        finally:
+            sluice.close()
+
+
+async def _finished(experiment: Any) -> dict[str, Any] | None:
+    view = await experiment()
+    return view if view["phase"] in ("Succeeded", "RolledBack", "Failed") else None

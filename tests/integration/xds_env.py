@@ -272,6 +272,7 @@ class SubprocessControlPlane(AdminClient):
     log_path: Path
     xds_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
+    extra_args: tuple[str, ...] = ()  # e.g. --state PATH
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     async def start(self, timeout: float = 15.0) -> SubprocessControlPlane:
@@ -282,6 +283,7 @@ class SubprocessControlPlane(AdminClient):
             "--config", str(self.config.path),
             "--xds-address", f"{LOCALHOST}:{self.xds_port}",
             "--admin-address", f"{LOCALHOST}:{self.admin_port}",
+            *self.extra_args,
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
