@@ -33,6 +33,7 @@ class OnStall(enum.Enum):
 @dataclass(frozen=True)
 class EnvoySource:
     admin_urls: tuple[str, ...] = ()  # empty: what connected proxies announce
+    at: str = ""  # "file:line:column: field" of the setting, for messages
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class PrometheusSource:
     url: str
     timeout_ms: int = 5_000
     pod_selector: str = 'service="{{service}}",version="{{version}}"'
+    at: str = ""  # "file:line:column: spec.metricsSource.prometheus.url", for messages
 
 
 MetricsSource = EnvoySource | PrometheusSource

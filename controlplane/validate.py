@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import urllib.error
+import urllib.request
 
-from controlplane.config import ObjectState, load_paths
-from controlplane.experiment import EXPERIMENT_KIND
+from controlplane.config import LoadResult, ObjectState, load_paths
+from controlplane.experiment import EXPERIMENT_KIND, PrometheusSource
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,9 +23,14 @@ def main(argv: list[str] | None = None) -> int:
         "Prints every error as file:line:column: field.path: message.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="file or directory")
+    parser.add_argument("--offline", action="store_true",
+                        help="do not check that metrics sources (Prometheus) answer")
     args = parser.parse_args(argv)
     result = load_paths(args.paths)
     assembly = result.standalone
+    unreachable = [] if args.offline else _unreachable_sources(result)
+    for problem in unreachable:
+        print(problem, file=sys.stderr)
     for w in assembly.warnings:
         path = f"{w.path}: " if w.path else ""
         print(f"{w.file}:{w.line}:{w.column}: {path}warning: {w.message}", file=sys.stderr)
@@ -35,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{status.file}:{status.line}: {status.kind} {status.name}: held: "
                   f"{status.reason}", file=sys.stderr)
     files = _n(len(result.files), "file")
-    if assembly.errors:
-        count = len(assembly.errors)
+    if assembly.errors or unreachable:
+        count = len(assembly.errors) + len(unreachable)
         parts = [f"{count} error{'s' if count != 1 else ''}"]
         invalid = [f"{s.kind} {s.name or '(unnamed)'} ({s.file}:{s.line})" for s in bad
                    if s.state is not ObjectState.HELD]
@@ -59,6 +66,33 @@ def main(argv: list[str] | None = None) -> int:
         summary += f" ({_n(len(assembly.warnings), 'warning')})"
     print(f"ok: {summary} in {files}")
     return 0
+
+
+def _unreachable_sources(result: LoadResult) -> list[str]:
+    """Prometheus URLs of experiments that do not answer (2 s each, each URL once)."""
+    seen: dict[str, str | None] = {}
+    problems = []
+    for d in result.documents:
+        source = getattr(d.value, "metrics_source", None)
+        if not isinstance(source, PrometheusSource):
+            continue
+        if source.url not in seen:
+            seen[source.url] = _probe(source.url)
+        if seen[source.url] is not None:
+            problems.append(f"{source.at}: cannot reach Prometheus at {source.url}: "
+                            f"{seen[source.url]} (check it, or validate with --offline)")
+    return problems
+
+
+def _probe(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/-/ready", timeout=2) as r:
+            return None if r.status == 200 else f"HTTP {r.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return str(reason)[:120]
 
 
 def _n(count: int, noun: str) -> str:

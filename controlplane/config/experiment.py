@@ -260,20 +260,26 @@ def _step(v: Value) -> Step:
     return Step(v.number(), 0.0)
 
 
-def _source(v: Value | None) -> MetricsSource:
+def _at(doc: Document, v: Value) -> str:
+    return f"{doc.file}:{v.mark.line}:{v.mark.column}: {v.path}"
+
+
+def _source(doc: Document, v: Value | None) -> MetricsSource:
     if v is None:
         return EnvoySource()
     prom = v.get("prometheus")
     if prom is not None:
         d = PrometheusSource("")
+        url = prom.fields()["url"]
         return PrometheusSource(
-            url=prom.fields()["url"].text(),
+            url=url.text(),
             timeout_ms=_opt(prom, "timeout", _int, d.timeout_ms),
             pod_selector=_opt(prom, "podSelector", Value.text, d.pod_selector),
+            at=_at(doc, url),
         )
     envoy = v.fields()["envoy"]
     return EnvoySource(_opt(envoy, "adminUrls", lambda x: tuple(u.text() for u in x.items()),
-                            ()))
+                            ()), at=_at(doc, envoy))
 
 
 def _abtest(v: Value) -> AbTest:
@@ -376,7 +382,7 @@ def build_experiment(doc: Document) -> Experiment:
         strategy=strategy,
         analysis=analysis,
         interval_ms=_opt(spec, "interval", _int, 60_000),
-        metrics_source=_source(spec.get("metricsSource")),
+        metrics_source=_source(doc, spec.get("metricsSource")),
         guards=_opt(spec, "guards", lambda g: tuple(Guard(
             x.fields()["metric"].text(), x.fields()["above"].number(),
             _opt(x, "minRequests", Value.integer, 20)) for x in g.items()), ()),

@@ -265,7 +265,8 @@ class Runner:
         try:
             return await self.provider().read(self.target(), t)
         except ProviderError as exc:
-            self.note = f"metrics source {self.provider().name}: {exc}"
+            where = self.experiment.metrics_source.at
+            self.note = (f"{where}: " if where else "") + f"{self.provider().name}: {exc}"
             log.warning("%s: %s", self.name, self.note)
             return None
 

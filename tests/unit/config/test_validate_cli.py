@@ -54,3 +54,24 @@ def test_needs_a_path(capsys: pytest.CaptureFixture[str]) -> None:
         main([])
     assert exit_.value.code == 2
     assert "usage: sluice validate" in capsys.readouterr().err
+
+
+def test_an_unreachable_prometheus_is_reported_at_its_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Experiment\nmetadata: {name: x}\nspec:\n"
+        "  service: chat\n  baseline: v1\n  candidate: v1b\n  steps: [5]\n"
+        f"  metricsSource: {{prometheus: {{url: 'http://127.0.0.1:{port}'}}}}\n"
+        "  metrics: [{name: e, kind: error_rate, harmMargin: 0, nonInferiorityMargin: 0}]\n")
+    assert main([str(exp)]) == 1
+    err = capsys.readouterr().err
+    assert f"{exp}:9:37: spec.metricsSource.prometheus.url: cannot reach Prometheus" in err
+    assert main(["--offline", str(exp)]) == 1  # offline: only the missing service remains
+    assert "cannot reach" not in capsys.readouterr().err
