@@ -16,8 +16,11 @@ from pathlib import Path
 from controlplane.api_experiments import ExperimentsApi, read_token
 from controlplane.config import LoadResult
 from controlplane.debounce import Debounce
+from controlplane.experiment import Webhook
 from controlplane.metrics import Metrics
 from controlplane.metrics_experiments import ExperimentCollector
+from controlplane.notify import Notifier
+from controlplane.notify import event as notify_event
 from controlplane.rollout.journal import Journal
 from controlplane.rollout.manager import RolloutManager
 from controlplane.rollout.sources import provider_for
@@ -49,6 +52,7 @@ class ServeOptions:
     debounce_quiet_s: float = 0.1
     debounce_ceiling_s: float = 1.0
     api_token_file: str | None = None
+    notify: tuple[Webhook, ...] = ()  # server-wide notification targets
 
 
 class App:
@@ -67,10 +71,15 @@ class App:
         self._change_seen_at: float | None = None
         self._debounce = Debounce(options.debounce_quiet_s, options.debounce_ceiling_s)
         self.installed_revision = 0  # store revision of the installed snapshot
+        self._notified_errors: list[str] = []
+        self._nacks_seen: set[tuple[str, str]] = set()
         self.proxy_view = XdsProxyView(self.cache, lambda: self.xds.proxies.values(),
                                        lambda: self.installed_revision)
+        self.notifier = Notifier(options.notify)
         self.rollouts = RolloutManager(self.store, self.proxy_view, Journal(),
-                                       lambda e: provider_for(e, self.proxy_view))
+                                       lambda e: provider_for(e, self.proxy_view),
+                                       notify=self.notifier.emit)
+        self.metrics.on_nack = self._on_nack
         self.metrics.registry.register(ExperimentCollector(self.store, self.rollouts))
         from controlplane.api import AdminApi
 
@@ -103,6 +112,7 @@ class App:
         finally:
             await self.xds.stop(grace=0.5)
             await self.api.stop()
+            await self.notifier.close()
             if self.state is not None:
                 self.state.close()
 
@@ -116,7 +126,13 @@ class App:
             for error in status.errors:
                 log.error("config error (only this document is frozen; the rest applies): %s",
                           error)
+            errors = [str(e) for e in status.errors]
+            if errors != self._notified_errors:
+                self._notified_errors = errors
+                self.notifier.emit(notify_event("config", source=name, errors=errors[:50],
+                                                message="; ".join(errors[:3])))
         else:
+            self._notified_errors = []
             self.metrics.config_reloads.labels(name, "ok").inc()
             self.metrics.config_valid.labels(name).set(1)
         for warning in status.warnings:
@@ -136,6 +152,21 @@ class App:
                     "errors": [str(e) for e in status.errors][:20],
                 },
             )
+
+    def _on_nack(self, type_url: str, variant: str) -> None:
+        """A proxy rejected configuration: tell people once per proxy and version."""
+        for info in self.xds.proxies.values():
+            for status in info.status():
+                nack = status.last_nack
+                if nack is None or status.type_url != type_url:
+                    continue
+                key = (info.node_id, nack.version)
+                if key in self._nacks_seen:
+                    continue
+                self._nacks_seen.add(key)
+                self.notifier.emit(notify_event(
+                    "nack", proxy=info.node_id, type=type_url.rsplit(".", 1)[-1],
+                    version=nack.version, message=nack.message[:500]))
 
     async def _build_loop(self, stop: asyncio.Event) -> None:
         debounce = self._debounce

@@ -43,6 +43,12 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--state", metavar="PATH", help="durable state (SQLite) file")
     parser.add_argument("--api-token-file", metavar="FILE",
                         help="bearer token that admin API mutations need (none: disabled)")
+    parser.add_argument("--notify-url", action="append", default=[], metavar="URL",
+                        help="webhook for every experiment's phase changes, rollbacks and "
+                        "stalls, and for config errors and NACKs (repeatable)")
+    parser.add_argument("--notify-secret-file", metavar="FILE",
+                        help="sign --notify-url bodies with this secret (HMAC-SHA256)")
+    parser.add_argument("--notify-format", choices=["json", "slack"], default="json")
     parser.add_argument("--poll-interval", type=float, default=0.1, metavar="SECONDS",
                         help="how often config files are checked for changes (default 0.1)")
     parser.add_argument(
@@ -65,9 +71,17 @@ def serve(argv: list[str]) -> int:
         read_token(args.api_token_file)
     except ValueError as exc:
         parser.error(str(exc))
+    from controlplane.experiment import Webhook
+
+    for url in args.notify_url:
+        if not url.startswith(("http://", "https://")):
+            parser.error(f"--notify-url: expected an http(s) URL, got {url[:60]!r}")
+    notify = tuple(Webhook(u, args.notify_secret_file, args.notify_format)
+                   for u in args.notify_url)
     options = ServeOptions(
         tuple(args.config), args.xds_address, args.admin_address, args.state,
         poll_interval_s=args.poll_interval, api_token_file=args.api_token_file,
+        notify=notify,
     )
 
     async def main() -> None:

@@ -107,6 +107,13 @@ class Synchronized:
 
 
 @dataclass(frozen=True)
+class Webhook:
+    url: str
+    secret_file: str | None = None  # HMAC-SHA256 signature header when set
+    format: str = "json"  # "json" or "slack"
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     service: str | None  # None: only for offline replay
@@ -122,6 +129,7 @@ class Experiment:
     bluegreen: BlueGreen | None = None
     rolling: Rolling | None = None
     synchronized: Synchronized | None = None
+    notify: tuple[Webhook, ...] = ()
 
     @property
     def baseline(self) -> str:

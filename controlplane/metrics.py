@@ -33,6 +33,7 @@ def _short(type_url: str) -> str:
 
 class Metrics:
     def __init__(self) -> None:
+        self.on_nack: Callable[[str, str], None] | None = None
         self.registry = CollectorRegistry()
         r = self.registry
         self.pushes = Counter(
@@ -101,6 +102,8 @@ class Metrics:
 
     def nacked(self, type_url: str, variant: str) -> None:
         self.nacks.labels(_short(type_url), variant).inc()
+        if self.on_nack is not None:
+            self.on_nack(type_url, variant)
 
     def converged(self, seconds: float) -> None:
         self.convergence.observe(seconds)

@@ -33,6 +33,7 @@ from controlplane.experiment import (
     Rolling,
     Strategy,
     Synchronized,
+    Webhook,
 )
 from controlplane.model import API_VERSION, MODEL_SERVICE_KIND, ModelService
 
@@ -334,6 +335,11 @@ def _synchronized(v: Value) -> Synchronized:
     )
 
 
+def _webhook(v: Value) -> Webhook:
+    return Webhook(v.fields()["url"].text(), _opt(v, "secretFile", Value.text, None),
+                   _opt(v, "format", Value.text, "json"))
+
+
 def analysis_steps(strategy: Strategy, steps: tuple[Step, ...], abtest: AbTest | None,
                    bluegreen: BlueGreen | None, synchronized: Synchronized | None,
                    ) -> tuple[Step, ...]:
@@ -393,6 +399,8 @@ def build_experiment(doc: Document) -> Experiment:
         bluegreen=bluegreen,
         rolling=_opt(spec, "rolling", _rolling, None),
         synchronized=synchronized,
+        notify=_opt(spec, "notify", lambda n: tuple(_webhook(x.fields()["webhook"])
+                                                    for x in n.items()), ()),
     )
 
 

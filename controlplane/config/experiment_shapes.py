@@ -220,6 +220,25 @@ SYNCHRONIZED = Obj(
     ),
 )
 
+WEBHOOK = Obj(
+    description="POST a JSON body to a URL on every phase change, rollback and stall.",
+    fields=(
+        Field("url", URL, "Receiver URL.", required=True),
+        Field("secretFile", Str(max_length=4096),
+              "File with a shared secret: the body is signed (X-Sluice-Signature: "
+              "sha256=HMAC of timestamp.body) and X-Sluice-Timestamp is sent."),
+        Field("format", Str(enum=("json", "slack")),
+              "json: Sluice's event; slack: a Slack-compatible {text, blocks} message.",
+              default="json"),
+    ),
+)
+
+NOTIFY = Obj(
+    description="A notification target.",
+    one_of=("webhook",),
+    fields=(Field("webhook", WEBHOOK, "A webhook."),),
+)
+
 EXPERIMENT_SPEC = Obj(
     description="An experiment: move a service's traffic from baseline to candidate, judged.",
     fields=(
@@ -255,5 +274,8 @@ EXPERIMENT_SPEC = Obj(
         Field("bluegreen", BLUEGREEN, "strategy bluegreen only."),
         Field("rolling", ROLLING, "strategy rolling only (required there)."),
         Field("synchronized", SYNCHRONIZED, "strategy synchronized only."),
+        Field("notify", List(NOTIFY),
+              "Where to send phase changes, rollbacks with their evidence, and stalls "
+              "(besides sluice serve --notify-url)."),
     ),
 )

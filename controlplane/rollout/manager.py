@@ -20,7 +20,7 @@ from typing import Any
 
 from analysis.providers import MetricsProvider
 from controlplane.config import ObjectState
-from controlplane.experiment import EXPERIMENT_KIND, Experiment
+from controlplane.experiment import EXPERIMENT_KIND, Experiment, Webhook
 from controlplane.model import Endpoint, EndpointHealth
 from controlplane.rollout.journal import DECISION, LOOK, OUTCOME, RUN, Journal
 from controlplane.rollout.runner import Deps, Runner
@@ -59,10 +59,14 @@ def override_from(d: dict[str, Any]) -> TrafficOverride:
 class RolloutManager:
     def __init__(self, store: Store, proxies: ProxyView, journal: Journal,
                  provider_for: Callable[[Experiment], MetricsProvider],
-                 wall: Callable[[], float] | None = None) -> None:
+                 wall: Callable[[], float] | None = None,
+                 notify: Callable[[dict[str, Any], tuple[Webhook, ...]], None] | None = None,
+                 ) -> None:
         deps = Deps(store, proxies, provider_for, journal)
         if wall is not None:
             deps.wall = wall
+        if notify is not None:
+            deps.notify = notify
         self.deps = deps
         self.runners: dict[str, Runner] = {}
         self.removed: dict[str, Runner] = {}  # aborted because their document went away

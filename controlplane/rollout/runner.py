@@ -23,7 +23,7 @@ from analysis.judge import JudgeState, Judgment, Look, start
 from analysis.providers import MetricsProvider, ProviderError, Reading, Target
 from analysis.providers.windows import windows_between
 from analysis.replay import judgment_json, parse_line, window_line
-from controlplane.experiment import Experiment, Strategy
+from controlplane.experiment import Experiment, Strategy, Webhook
 from controlplane.model import ModelService, cluster_name
 from controlplane.rollout import plans, stages
 from controlplane.rollout.journal import DECISION, LOOK, RUN, Journal
@@ -47,6 +47,10 @@ COMMANDS = {"promote": Event.APPROVE, "abort": Event.ABORT, "pause": Event.PAUSE
 SYNC_POLL_S = 0.01
 
 
+def _no_notify(body: dict[str, Any], hooks: tuple[Webhook, ...]) -> None:
+    return None
+
+
 @dataclass
 class Deps:
     store: Store
@@ -54,6 +58,8 @@ class Deps:
     provider_for: Callable[[Experiment], MetricsProvider]
     journal: Journal
     wall: Callable[[], float] = time.time
+    # Queues a notification (never blocks): body, and the experiment's own targets.
+    notify: Callable[[dict[str, Any], tuple[Webhook, ...]], None] = _no_notify
 
 
 @dataclass
@@ -361,9 +367,28 @@ class Runner:
                 "from": before.phase.value, "to": after.phase.value, "step": after.step,
                 "reason": reason})
         self.save()
+        if after.phase is not before.phase or event is Event.ROLLBACK:
+            self._notify(event, before, reason)
         if (after.phase, after.step, after.stage, after.pods) != (
                 before.phase, before.step, before.stage, before.pods) or not after.applied:
             self._apply()
+
+    def _notify(self, event: Event, before: RolloutState, reason: str) -> None:
+        from controlplane.notify import event as body
+
+        after = self.state
+        common = {"experiment": self.name, "service": self.experiment.service,
+                  "strategy": self.experiment.strategy.value, "run": after.run,
+                  "phase": after.phase.value, "previousPhase": before.phase.value,
+                  "step": after.step + 1, "reason": reason}
+        hooks = self.experiment.notify
+        if after.phase is not before.phase:
+            self.deps.notify(body("phase", **common), hooks)
+        if after.phase is Phase.ROLLING_BACK and before.phase is not Phase.ROLLING_BACK:
+            evidence = (self.last_judgment or {}).get("metrics", [])
+            self.deps.notify(body("rollback", **common, evidence=evidence), hooks)
+        if reason.startswith("stalled"):
+            self.deps.notify(body("stall", **common), hooks)
 
     def set_state(self, state: RolloutState) -> None:
         """A strategy stage moved (pods, a switch): record it, then apply its traffic."""
