@@ -24,6 +24,14 @@ $(WIRE): $(PROTOS) $(STAMP)
 	mv xds/_wire/sluice/wire/v1/wire_pb2.pyi xds/_wire/wire_pb2.pyi
 	rm -rf xds/_wire/sluice
 
+# Integration tests scrape with a real Prometheus: Debian's package (/usr/bin/prometheus),
+# installed only when missing (needs root, as on CI; about 10 s).
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			prometheus >/dev/null; }
+
 run: install
 	$(PY) -m controlplane.demo
 
@@ -37,10 +45,10 @@ typecheck: install
 unit: install
 	$(VENV)/bin/pytest -q tests/unit
 
-integration: install
+integration: install prometheus
 	$(VENV)/bin/pytest -q tests/integration
 
-test: install
+test: install prometheus
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q

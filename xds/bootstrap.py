@@ -8,6 +8,35 @@ the generated ``Bootstrap`` message: betterproto2's ``to_dict`` renames fields
 whose proto names contain digits (``consecutive_5xx`` → ``consecutive_5_xx``),
 which Envoy rejects. ``tests/integration/test_envoy_accepts.py`` checks the
 output with the real ``envoy --mode validate``.
+
+Statistics (what ``analysis.providers`` reads):
+
+- ``stats_config.histogram_bucket_settings`` gives the per-cluster
+  ``upstream_rq_time`` of Sluice's clusters (``<service>/<version>``) the
+  bounds in :data:`UPSTREAM_RQ_TIME_BUCKETS_MS`: 20 per decade, two
+  significant digits, about 12 % apart (at most 17 %), from 10 ms to 10 min,
+  with 1, 2 and 5 ms below. Envoy's default bounds (0.5, 1, 5, 10, 25, 50,
+  100, 250, ... ms) are 2 to 5 times apart, so a +10 % shift of the p95 can
+  fall inside one bucket and be invisible to a test on bucket counts. Envoy
+  records this histogram in whole milliseconds and keeps about two
+  significant digits internally, so finer bounds below 10 ms or a third digit
+  would add buckets, not resolution. 100 bounds per cluster.
+- ``stats_flush_interval: 1s``. Envoy merges histograms into what its admin
+  endpoint shows only at a stats flush (counters are live), so a histogram
+  read between flushes lags the counters by up to one interval: with the
+  default 5 s that skews 8 % of a one-minute window's latency samples into
+  the next window; with 1 s, under 2 %. A flush merges each histogram once per
+  worker, which is cheap next to the traffic of a gateway that needs it.
+- Pods should export TTFT and inter-token latency with the same kind of
+  layout, in seconds: :data:`POD_LATENCY_BUCKETS_S` (1 ms to 90 s, 100
+  bounds). vLLM's defaults (``vllm:time_to_first_token_seconds``: ..., 0.25,
+  0.5, 0.75, 1, 2.5, 5, ...) are as coarse as Envoy's.
+
+With ``--admin-address``, the node announces its admin endpoint in its
+metadata under :data:`ADMIN_METADATA_KEY` (``sluice.dev/admin``), as
+``http://HOST:PORT``, so that the control plane can read the stats of every
+connected Envoy. An unspecified host (``0.0.0.0``, ``::``) is announced as
+given; a reader substitutes the proxy's peer address for it.
 """
 
 from __future__ import annotations
@@ -22,6 +51,54 @@ import yaml
 
 XDS_CLUSTER = "sluice_xds"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+ADMIN_METADATA_KEY = "sluice.dev/admin"
+STATS_FLUSH_INTERVAL = "1s"
+# Two significant digits, 20 per decade (tenths of the mantissa).
+_MANTISSAS = (10, 11, 12, 14, 16, 18, 20, 22, 25, 28, 32, 36, 40, 45, 50, 56, 63, 71, 80, 90)
+
+
+def _per_decade(first_decade: int, last_decade: int) -> tuple[int, ...]:
+    """The mantissas times ``10**(e - first_decade)`` for e in [first, last] (integers)."""
+    return tuple(
+        m * 10 ** (e - first_decade)
+        for e in range(first_decade, last_decade + 1)
+        for m in _MANTISSAS
+    )
+
+
+# Bounds (ms) of every Sluice cluster's upstream_rq_time; +Inf is implicit.
+UPSTREAM_RQ_TIME_BUCKETS_MS: tuple[int, ...] = (
+    1, 2, 5,
+    *_per_decade(1, 4),  # 10 ms .. 90 s
+    *(b * 10_000 for b in _MANTISSAS[:16]),  # 100 s .. 560 s
+    600_000,
+)  # fmt: skip
+# The layout pods should use for TTFT and inter-token latency (seconds).
+POD_LATENCY_BUCKETS_S: tuple[float, ...] = tuple(b / 10_000 for b in _per_decade(0, 4))
+# Sluice's clusters only (``<service>/<version>``, DNS labels: no dots), not the
+# ``.internal`` / ``.external`` / ``.canary`` variants of the same histogram.
+UPSTREAM_RQ_TIME_MATCH = r"^cluster\.[^./]+/[^./]+\.upstream_rq_time$"
+
+
+def stats_settings() -> dict[str, Any]:
+    """The bootstrap's ``stats_flush_interval`` and ``stats_config`` (see the module doc)."""
+    return {
+        "stats_flush_interval": STATS_FLUSH_INTERVAL,
+        "stats_config": {
+            "histogram_bucket_settings": [
+                {
+                    "match": {"safe_regex": {"regex": UPSTREAM_RQ_TIME_MATCH}},
+                    "buckets": list(UPSTREAM_RQ_TIME_BUCKETS_MS),
+                }
+            ]
+        },
+    }
+
+
+def admin_url(host: str, port: int) -> str:
+    """``http://HOST:PORT`` (IPv6 in brackets): the value under ``ADMIN_METADATA_KEY``."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _ads_config_source() -> dict[str, Any]:
@@ -102,8 +179,10 @@ def bootstrap_config(
             "lds_config": _ads_config_source(),
         },
         "static_resources": {"clusters": [_xds_cluster(xds_host, xds_port)]},
+        **stats_settings(),
     }
     if admin_host is not None and admin_port is not None:
+        config["node"]["metadata"] = {ADMIN_METADATA_KEY: admin_url(admin_host, admin_port)}
         config["admin"] = {"address": _socket_address(admin_host, admin_port)}
         # An admin runtime layer lets an operator override the per-cluster
         # runtime keys Sluice sets (slow start aggression, active request

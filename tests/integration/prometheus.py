@@ -82,8 +82,9 @@ class PrometheusProcess:
                 {
                     "job_name": job.name,
                     "metrics_path": job.metrics_path,
-                    "static_configs": [{"targets": [t], "labels": dict(job.labels)}
-                                       for t in job.targets],
+                    "static_configs": [
+                        {"targets": [t], "labels": dict(job.labels)} for t in job.targets
+                    ],
                 }
                 for job in self.jobs
             ],
@@ -160,8 +161,9 @@ class PrometheusProcess:
             )
 
         try:
-            await async_wait_for(caught_up, timeout, interval=0.1,
-                                 what=f"every target scraped after {t}")
+            await async_wait_for(
+                caught_up, timeout, interval=0.1, what=f"every target scraped after {t}"
+            )
         except WaitTimeout as exc:
             raise WaitTimeout(f"{exc}\n{self.log_tail()}") from None
 

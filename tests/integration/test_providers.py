@@ -78,15 +78,25 @@ def static_bootstrap(node: str, admin_port: int, listen_port: int, pods: Mapping
         "@type": f"type.googleapis.com/{HCM}",
         "stat_prefix": "chat",
         "route_config": {
-            "virtual_hosts": [{
-                "name": "chat",
-                "domains": ["*"],
-                "routes": [{"match": {"prefix": "/"},
-                            "route": {"weighted_clusters": {"clusters": weighted}}}],
-            }]
+            "virtual_hosts": [
+                {
+                    "name": "chat",
+                    "domains": ["*"],
+                    "routes": [
+                        {
+                            "match": {"prefix": "/"},
+                            "route": {"weighted_clusters": {"clusters": weighted}},
+                        }
+                    ],
+                }
+            ]
         },
-        "http_filters": [{"name": "envoy.filters.http.router",
-                          "typed_config": {"@type": f"type.googleapis.com/{ROUTER}"}}],
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": f"type.googleapis.com/{ROUTER}"},
+            }
+        ],
     }
     config = {
         "node": {"id": node, "cluster": "sluice"},
@@ -94,14 +104,24 @@ def static_bootstrap(node: str, admin_port: int, listen_port: int, pods: Mapping
         **stats_settings(),
         "static_resources": {
             "clusters": [cluster(v) for v in WEIGHTS],
-            "listeners": [{
-                "name": "chat",
-                "address": {"socket_address": {"address": LOCALHOST, "port_value": listen_port}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": hcm,
-                }]}],
-            }],
+            "listeners": [
+                {
+                    "name": "chat",
+                    "address": {
+                        "socket_address": {"address": LOCALHOST, "port_value": listen_port}
+                    },
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
         },
     }
     return yaml.safe_dump(config, sort_keys=False)
@@ -160,9 +180,11 @@ async def test_envoy_stats_windows_match_what_clients_saw(
 
         async def flushed() -> dict[str, Window] | None:
             windows = window_pair(r0, await provider.read(t, 2.0), t)
-            done = all(windows[v].histograms.get("latency") is not None
-                       and windows[v].histograms["latency"].count == requests[v]
-                       for v in WEIGHTS)
+            done = all(
+                windows[v].histograms.get("latency") is not None
+                and windows[v].histograms["latency"].count == requests[v]
+                for v in WEIGHTS
+            )
             return windows if done else None
 
         # counters are live; histograms appear at Envoy's next stats flush (1 s)
@@ -170,8 +192,11 @@ async def test_envoy_stats_windows_match_what_clients_saw(
         r1 = await provider.read(t, 3.0)
         for v in WEIGHTS:
             w = windows[v]
-            assert (w.requests, w.errors, w.error_classes["5xx"]) == (requests[v], errors[v],
-                                                                      errors[v])
+            assert (w.requests, w.errors, w.error_classes["5xx"]) == (
+                requests[v],
+                errors[v],
+                errors[v],
+            )
             assert w.error_classes["timeout"] == w.error_classes["connect_fail"] == 0
             assert w.weight == WEIGHTS[v]
             h = w.histograms["latency"]
@@ -210,8 +235,12 @@ async def test_prometheus_provider_matches_what_clients_saw(
     envoy = envoy_factory(static_bootstrap("gw", admin, listen, pods))
     jobs = [
         ScrapeJob("envoy", [f"{LOCALHOST}:{admin}"], "/stats/prometheus"),
-        *(ScrapeJob(f"pods-{v}", [f"{LOCALHOST}:{port}"],
-                    labels={"service": "chat", "version": v}) for v, port in pods.items()),
+        *(
+            ScrapeJob(
+                f"pods-{v}", [f"{LOCALHOST}:{port}"], labels={"service": "chat", "version": v}
+            )
+            for v, port in pods.items()
+        ),
     ]
     t = target(
         MetricSpec("errors", MetricKind.ERROR_RATE, 0.1, 0.05),

@@ -5,12 +5,22 @@ That Envoy accepts the output is checked in tests/integration/test_envoy_accepts
 
 from __future__ import annotations
 
+import itertools
+import re
 from typing import Any
 
 import pytest
 import yaml
 
-from xds.bootstrap import main, parse_host_port, render_bootstrap
+from xds.bootstrap import (
+    ADMIN_METADATA_KEY,
+    POD_LATENCY_BUCKETS_S,
+    UPSTREAM_RQ_TIME_BUCKETS_MS,
+    UPSTREAM_RQ_TIME_MATCH,
+    main,
+    parse_host_port,
+    render_bootstrap,
+)
 
 
 def _load(**kwargs: Any) -> dict[str, Any]:
@@ -70,6 +80,52 @@ def test_admin_only_when_given() -> None:
         "port_value": 9901,
     }
     assert doc["layered_runtime"]["layers"] == [{"name": "admin", "admin_layer": {}}]
+
+
+def test_admin_address_is_announced_in_node_metadata() -> None:
+    assert "metadata" not in _load()["node"]
+    doc = _load(admin_host="127.0.0.1", admin_port=9901)
+    assert doc["node"]["metadata"] == {ADMIN_METADATA_KEY: "http://127.0.0.1:9901"}
+    assert ADMIN_METADATA_KEY == "sluice.dev/admin"
+    v6 = _load(admin_host="::1", admin_port=9901)
+    assert v6["node"]["metadata"][ADMIN_METADATA_KEY] == "http://[::1]:9901"
+
+
+def test_request_time_buckets_for_sluice_clusters() -> None:
+    doc = _load()
+    assert doc["stats_flush_interval"] == "1s"
+    [rule] = doc["stats_config"]["histogram_bucket_settings"]
+    assert rule["buckets"] == list(UPSTREAM_RQ_TIME_BUCKETS_MS)
+    rx = re.compile(rule["match"]["safe_regex"]["regex"])
+    assert rule["match"]["safe_regex"]["regex"] == UPSTREAM_RQ_TIME_MATCH
+    assert rx.search("cluster.chat/v1.upstream_rq_time")
+    assert rx.search("cluster.my-svc/canary-2.upstream_rq_time")
+    for other in (
+        "cluster.chat/v1.external.upstream_rq_time",
+        "cluster.chat/v1.upstream_rq_timeout",
+        "cluster.sluice_xds.upstream_rq_time",
+        "cluster.chat/v1.upstream_cx_connect_ms",
+    ):
+        assert not rx.search(other), other
+
+
+@pytest.mark.parametrize(
+    ("bounds", "lo", "hi"),
+    [(UPSTREAM_RQ_TIME_BUCKETS_MS, 1, 600_000), (POD_LATENCY_BUCKETS_S, 0.001, 90.0)],
+)
+def test_bucket_layouts_are_about_ten_percent_apart(
+    bounds: tuple[float, ...], lo: float, hi: float
+) -> None:
+    assert len(bounds) <= 100
+    assert (bounds[0], bounds[-1]) == (lo, hi)
+    ratios = [b / a for a, b in itertools.pairwise(bounds)]
+    assert all(r > 1 for r in ratios)
+    dense = ratios[3:] if bounds is UPSTREAM_RQ_TIME_BUCKETS_MS else ratios  # 1, 2, 5, 10 ms
+    assert max(dense) < 1.17
+    # Envoy's default bounds are 2-5x apart: a +10 % p95 shift can hide inside one bucket
+    assert sum(1 for b in bounds if 100 <= b * (1 if lo == 1 else 1000) <= 1000) >= 20
+    for b in bounds:  # two significant digits: circllhist keeps no more in Envoy
+        assert float(f"{b:.2g}") == b
 
 
 def test_admin_host_without_port_is_an_error() -> None:
