@@ -107,6 +107,16 @@ class Synchronized:
 
 
 @dataclass(frozen=True)
+class ShiftSettings:
+    """How a rollback or a promotion moves traffic when the receiver lacks capacity."""
+
+    max_step: float = 25.0  # percentage points per interval
+    interval_ms: int = 10_000
+    headroom: float = 0.25  # load per unit of capacity may grow this much at once
+    immediate_on_guard: bool = False  # rollback only: a guard's rollback goes at once
+
+
+@dataclass(frozen=True)
 class Webhook:
     url: str
     secret_file: str | None = None  # HMAC-SHA256 signature header when set
@@ -130,6 +140,8 @@ class Experiment:
     rolling: Rolling | None = None
     synchronized: Synchronized | None = None
     notify: tuple[Webhook, ...] = ()
+    rollback: ShiftSettings = ShiftSettings()
+    promotion: ShiftSettings = ShiftSettings()
 
     @property
     def baseline(self) -> str:

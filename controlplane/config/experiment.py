@@ -31,6 +31,7 @@ from controlplane.experiment import (
     OnStall,
     PrometheusSource,
     Rolling,
+    ShiftSettings,
     Strategy,
     Synchronized,
     Webhook,
@@ -335,6 +336,16 @@ def _synchronized(v: Value) -> Synchronized:
     )
 
 
+def _shift(v: Value) -> ShiftSettings:
+    d = ShiftSettings()
+    return ShiftSettings(
+        max_step=_opt(v, "maxStep", Value.number, d.max_step),
+        interval_ms=_opt(v, "interval", _int, d.interval_ms),
+        headroom=_opt(v, "headroom", Value.number, d.headroom),
+        immediate_on_guard=_opt(v, "immediateOnGuard", Value.flag, d.immediate_on_guard),
+    )
+
+
 def _webhook(v: Value) -> Webhook:
     return Webhook(v.fields()["url"].text(), _opt(v, "secretFile", Value.text, None),
                    _opt(v, "format", Value.text, "json"))
@@ -399,6 +410,8 @@ def build_experiment(doc: Document) -> Experiment:
         bluegreen=bluegreen,
         rolling=_opt(spec, "rolling", _rolling, None),
         synchronized=synchronized,
+        rollback=_opt(spec, "rollback", _shift, ShiftSettings()),
+        promotion=_opt(spec, "promotion", _shift, ShiftSettings()),
         notify=_opt(spec, "notify", lambda n: tuple(_webhook(x.fields()["webhook"])
                                                     for x in n.items()), ()),
     )

@@ -220,6 +220,25 @@ SYNCHRONIZED = Obj(
     ),
 )
 
+def _shift(what: str, guard: bool) -> Obj:
+    fields = [
+        Field("maxStep", Float(exclusive_minimum=0.0, maximum=100.0),
+              f"At most this many points of traffic move per interval when the {what} "
+              "receiver lacks capacity.", default=25),
+        Field("interval", Duration(), "Time between steps of such a ramp.", default="10s"),
+        Field("headroom", Float(minimum=0.0, maximum=100.0),
+              "The receiver's load per unit of capacity may grow this much (0.25 = 25 %) "
+              "before a ramp is needed.", default=0.25),
+    ]
+    if guard:
+        fields.append(Field("immediateOnGuard", Bool(),
+                            "A rollback a guard caused goes at once, whatever the capacity.",
+                            default=False))
+    return Obj(description=f"How a {what} moves traffic: at once when the receiving version "
+               "has the capacity (endpoint weights of endpoints that take traffic), else in "
+               "steps.", fields=tuple(fields))
+
+
 WEBHOOK = Obj(
     description="POST a JSON body to a URL on every phase change, rollback and stall.",
     fields=(
@@ -274,6 +293,8 @@ EXPERIMENT_SPEC = Obj(
         Field("bluegreen", BLUEGREEN, "strategy bluegreen only."),
         Field("rolling", ROLLING, "strategy rolling only (required there)."),
         Field("synchronized", SYNCHRONIZED, "strategy synchronized only."),
+        Field("rollback", _shift("rollback", True), "Capacity-aware rollbacks."),
+        Field("promotion", _shift("promotion", False), "Capacity-aware promotions."),
         Field("notify", List(NOTIFY),
               "Where to send phase changes, rollbacks with their evidence, and stalls "
               "(besides sluice serve --notify-url)."),

@@ -96,7 +96,8 @@ TRANSITIONS: Mapping[tuple[Phase, Event], tuple[Phase, Move, Outcome | None]] = 
     (P.HOLDING, E.CONCLUDE): (P.PROMOTING, Move.STAY, Outcome.BASELINE),
     **{(p, E.ROLLBACK): (P.ROLLING_BACK, Move.STAY, Outcome.BASELINE)
        for p in (*_LIVE, P.PROMOTING)},
-    **{(p, E.ABORT): (P.ROLLING_BACK, Move.STAY, Outcome.BASELINE) for p in _LIVE},
+    **{(p, E.ABORT): (P.ROLLING_BACK, Move.STAY, Outcome.BASELINE)
+       for p in (*_LIVE, P.PROMOTING)},
     (P.PROGRESSING, E.PAUSE): (P.PAUSED, Move.STAY, None),
     (P.HOLDING, E.PAUSE): (P.PAUSED, Move.STAY, None),
     (P.PAUSED, E.RESUME): (P.PROGRESSING, Move.STAY, None),
@@ -129,6 +130,7 @@ class RolloutState:
     # rolling ("", "draining", "updating", "judging").
     stage: str = ""
     pods: tuple[tuple[str, str], ...] = ()  # rolling: "address:port" -> PodState value
+    ramp: float | None = None  # promoting or rolling back in steps: the candidate's share now
 
     @property
     def applied(self) -> bool:
@@ -141,7 +143,7 @@ class RolloutState:
             "startedAt": self.started_at, "updatedAt": self.updated_at, "gate": self.gate,
             "outcome": self.outcome.value if self.outcome else None,
             "stalledSince": self.stalled_since, "stage": self.stage,
-            "pods": dict(self.pods),
+            "pods": dict(self.pods), "ramp": self.ramp,
         }
 
     @staticmethod
@@ -165,6 +167,7 @@ class RolloutState:
             stalled_since=num("stalledSince"),
             stage=str(d.get("stage", "")),
             pods=tuple((str(k), str(v)) for k, v in dict(d.get("pods") or {}).items()),  # type: ignore[call-overload]
+            ramp=num("ramp"),
         )
 
 

@@ -54,6 +54,8 @@ def traffic(experiment: Experiment, service: ModelService,
     who = owner(experiment)
     if experiment.strategy is Strategy.ROLLING and state.pods:
         return _rolling(experiment, service, state)
+    if state.ramp is not None and state.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
+        return TrafficOverride.of(who, {b: 100.0 - state.ramp, c: state.ramp})
     if state.phase in (Phase.PROMOTING, Phase.SUCCEEDED):
         winner = c if state.outcome is not Outcome.BASELINE else b
         return TrafficOverride.of(who, {winner: 100.0})

@@ -25,7 +25,7 @@ from analysis.providers.windows import windows_between
 from analysis.replay import judgment_json, parse_line, window_line
 from controlplane.experiment import Experiment, Strategy, Webhook
 from controlplane.model import ModelService, cluster_name
-from controlplane.rollout import plans, stages
+from controlplane.rollout import plans, shifts, stages
 from controlplane.rollout.journal import DECISION, LOOK, RUN, Journal
 from controlplane.rollout.looks import (
     AbResult,
@@ -175,6 +175,9 @@ class Runner:
             return
         phase = self.state.phase
         if phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
+            if shifts.pending(self.state):
+                await shifts.step(self)
+                return
             await stages.finish(self)
             if await self.wait_synced(self.experiment.interval_ms / 1000):
                 done = "promoted" if phase is Phase.PROMOTING else "rolled back"
@@ -194,7 +197,7 @@ class Runner:
                 self._stall(self.deps.wall(), True, f"waiting for proxies: {self.note}")
             return
         deadline = self.next_look or self.deps.wall()
-        if await self._serve_commands(deadline):
+        if await self.serve_commands(deadline):
             return
         await self.look()
 
@@ -221,10 +224,10 @@ class Runner:
             self.note = report.describe()
             if self.deps.wall() >= deadline:
                 return False
-            if await self._serve_commands(min(deadline, self.deps.wall() + 0.05)):
+            if await self.serve_commands(min(deadline, self.deps.wall() + 0.05)):
                 return False
 
-    async def _serve_commands(self, until: float) -> bool:
+    async def serve_commands(self, until: float) -> bool:
         """Serves manual commands until ``until``; True when one changed the run."""
         while True:
             left = until - self.deps.wall()
@@ -357,6 +360,7 @@ class Runner:
                            gated=self.experiment.pause_before_promotion, last_step=last)
         if after == before:
             return
+        after = shifts.begin(self, before, after, reason.startswith("guard "))
         self.state = after
         self.decision_counts[event.value] = self.decision_counts.get(event.value, 0) + 1
         if (after.phase, after.step, after.gate) != (before.phase, before.step, before.gate):
