@@ -71,6 +71,15 @@ def _detail(e: dict[str, Any]) -> str:
         out.append(_table(rows, ["METRIC", "VERDICT", "ESTIMATE", "INTERVAL", "P", "N C/B",
                                  "REASON"]))
         out.append("")
+    eta = e.get("eta") or {}
+    if eta:
+        out.append(f"eta: {eta.get('summary', '')}")
+        for row in eta.get("metrics", []):
+            line = f"  {row['metric']}: {row.get('evidence', '')}"
+            if row.get("warning"):
+                line += f" -- {row['warning']}"
+            out.append(line)
+        out.append("")
     if e.get("report"):
         out.append("report: " + json.dumps(e["report"], sort_keys=True))
     decisions = e.get("decisions") or []

@@ -14,7 +14,13 @@ service or experiment. Names:
 - per metric: ``sluice_experiment_metric_estimate``,
   ``..._interval_lower``/``..._interval_upper``, ``..._evalue``,
   ``..._pvalue``, ``..._verdict{verdict}`` (1 for the current verdict), and
-  ``sluice_experiment_latency_quantile_seconds{experiment,metric,version}``;
+  ``sluice_experiment_latency_quantile_seconds{experiment,metric,version}``,
+  ``sluice_experiment_metric_coarse_buckets{experiment,metric}`` (latency
+  quantiles: 1 when the baseline quantile's bucket is too wide ever to show
+  the margin, so the metric holds until a slow_rate metric or finer buckets
+  replace it; see the verdict's reason);
+- ``sluice_experiment_metric_eta_seconds{experiment,metric,outcome}`` until a
+  metric can pass or fail at the current effect and traffic;
 - ``sluice_experiment_decisions_total{experiment,kind}`` in this process.
 """
 
@@ -91,6 +97,13 @@ class ExperimentCollector(Collector):
         quantile = GaugeMetricFamily("sluice_experiment_latency_quantile_seconds",
                                      "Latency quantile as judged",
                                      labels=[*labels, "metric", "version"])
+        coarse = GaugeMetricFamily("sluice_experiment_metric_coarse_buckets",
+                                   "1 when the latency quantile's bucket is too wide ever to "
+                                   "show non-inferiority", labels=[*labels, "metric"])
+        eta = GaugeMetricFamily("sluice_experiment_metric_eta_seconds",
+                                "Estimated seconds until the metric can pass or fail at the "
+                                "current effect and traffic (absent: not at all)",
+                                labels=[*labels, "metric", "outcome"])
         decisions = CounterMetricFamily("sluice_experiment_decisions",
                                         "Decisions taken (by kind) in this process",
                                         labels=[*labels, "kind"])
@@ -104,15 +117,22 @@ class ExperimentCollector(Collector):
             step_weight.add_metric([name], float(view["stepWeight"]))
             for kind, count in runner.decision_counts.items():
                 decisions.add_metric([name, kind], count)
+            for row in (runner.eta or {}).get("metrics", []):
+                for outcome, key in (("pass", "passInS"), ("fail", "failInS")):
+                    if (x := _finite(row.get(key))) is not None:
+                        eta.add_metric([name, str(row["metric"]), outcome], x)
             judgment = runner.last_judgment or {}
             counted = False
             for m in judgment.get("metrics", []):
                 self._metric(name, m, per_metric, verdict, quantile, e)
+                flag = _finite((m.get("details") or {}).get("coarse_buckets"))
+                if flag is not None:
+                    coarse.add_metric([name, str(m["name"])], flag)
                 if m.get("kind") == "error_rate" and not counted:
                     counted = True
                     self._counts(name, m, requests, errors, e)
         yield from (phase, step, step_weight, requests, errors, *per_metric.values(), verdict,
-                    quantile, decisions)
+                    quantile, coarse, decisions)
 
     @staticmethod
     def _counts(name: str, m: dict[str, Any], requests: GaugeMetricFamily,

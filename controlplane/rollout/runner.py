@@ -25,7 +25,7 @@ from analysis.providers.windows import windows_between
 from analysis.replay import judgment_json, parse_line, window_line
 from controlplane.experiment import Experiment, Strategy, Webhook
 from controlplane.model import ModelService, cluster_name
-from controlplane.rollout import plans, shifts, stages
+from controlplane.rollout import etas, plans, shifts, stages
 from controlplane.rollout.journal import DECISION, LOOK, RUN, Journal
 from controlplane.rollout.looks import (
     AbResult,
@@ -85,6 +85,8 @@ class Runner:
         self.last_judgment: dict[str, Any] | None = None
         self.note = ""  # what the run is waiting for right now
         self.prev: Reading | None = None
+        self.prev_t = 0.0
+        self.eta: dict[str, Any] | None = None
         self.next_look: float | None = None
         self.applied_revision = 0
         self.looks = 0
@@ -129,7 +131,7 @@ class Runner:
             **s.to_json(), "steps": [st.weight for st in steps],
             "stepWeight": steps[min(s.step, len(steps) - 1)].weight,
             "held": self.held, "waitingFor": self.note, "looks": self.looks,
-            "report": self.report, "judgment": self.last_judgment,
+            "report": self.report, "judgment": self.last_judgment, "eta": self.eta,
         }
 
     # -- the loop
@@ -290,7 +292,7 @@ class Runner:
             return
         windows, excluded = windows_between(self.prev, reading, self.target(),
                                             stages.expected_split(self))
-        self.prev = reading
+        self.prev_t, self.prev = self.prev.t, reading
         b, c = self.experiment.baseline, self.experiment.candidate
         look = Look(t, windows.get(c), windows.get(b), excluded)
         guard = tripped(self.experiment, look.candidate) if excluded is None else None
@@ -304,6 +306,7 @@ class Runner:
         self.looks += 1
         if judgment is not None:
             self.last_judgment = judgment_json(self.name, judgment)
+            self.eta = etas.estimate(self, t, look, judgment, t - self.prev_t)
         self._record_look(t, look, judgment, proposal)
         self._decide(t, proposal)
 
