@@ -23,6 +23,7 @@ from tests.integration.experiments_env import (
     world,
 )
 from tests.integration.harness import async_wait_for, free_port
+from tests.integration.prometheus import PrometheusProcess, ScrapeJob
 from tests.integration.xds_env import (
     ConfigDir,
     SubprocessControlPlane,
@@ -241,3 +242,39 @@ async def test_sigkill_mid_canary_resumes_at_the_same_step_and_weights(
 async def _finished(experiment: Any) -> dict[str, Any] | None:
     view = await experiment()
     return view if view["phase"] in ("Succeeded", "RolledBack", "Failed") else None
+
+
+async def test_prometheus_stopped_mid_run_holds_then_the_run_continues(
+        tmp_path: Path, envoy_factory: EnvoyFactory) -> None:
+    async with world(tmp_path, envoy_factory, [pod("v1"), pod("v2")]) as w:
+        envoy = w.envoys[0]
+        jobs = [ScrapeJob("envoy", [f"127.0.0.1:{envoy.admin_port}"], "/stats/prometheus")]
+        prometheus = PrometheusProcess(jobs).start()
+        try:
+            load = Load([w.url]).start()
+            w.config.write(experiment_doc(
+                steps=[20, 40, 60, 80], metricsSource={"prometheus": {"url": prometheus.url,
+                                                                      "timeout": "2s"}}),
+                name="rollout.yaml")
+
+            async def past_first_step() -> dict[str, Any] | None:
+                view = await w.sluice.experiment()
+                return view if view and view["step"] >= 1 and view["stepStarted"] else None
+
+            await async_wait_for(past_first_step, 60, what="step 2")
+            port = prometheus.port
+            prometheus.stop()
+            held = await w.sluice.wait_phase({"Holding"}, timeout=20)
+            assert "prometheus" in held["reason"] and "metricsSource" in held["reason"]
+            weights = held["weights"]
+            await asyncio.sleep(3)
+            still = await w.sluice.experiment()
+            assert still is not None and still["phase"] == "Holding"
+            assert still["weights"] == weights  # held in place: no rollback, no advance
+            prometheus = PrometheusProcess(jobs, port=port).start()
+            view = await w.sluice.wait_phase({"Succeeded", "RolledBack", "Failed"}, timeout=90)
+            await load.stop()
+            assert view["phase"] == "Succeeded", view["reason"]
+            assert "rollback" not in [d["event"] for d in view["decisions"]]
+        finally:
+            prometheus.stop()
