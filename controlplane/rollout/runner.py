@@ -23,6 +23,7 @@ from analysis.judge import JudgeState, Judgment, Look, start
 from analysis.providers import MetricsProvider, ProviderError, Reading, Target
 from analysis.providers.windows import windows_between
 from analysis.replay import judgment_json, parse_line, window_line
+from analysis.verdicts import Verdict
 from controlplane.experiment import Experiment, Strategy, Webhook
 from controlplane.model import ModelService, cluster_name
 from controlplane.rollout import etas, plans, shifts, stages
@@ -332,8 +333,14 @@ class Runner:
         result: AbResult = ab_result(self.experiment, judgment.metrics)
         self.report["abtest"] = {**result.to_json(), "ended": why}
         ab = self.experiment.abtest
+        unproven = [v.name for v in judgment.metrics if v.gating and v.verdict is not Verdict.PASS]
         if result.winner == "candidate" and ab is not None and ab.promote_on_win:
-            return Proposal(Event.PROMOTE, f"A/B test ended ({why}): {result.reason}", False)
+            if not unproven:
+                return Proposal(Event.PROMOTE, f"A/B test ended ({why}): {result.reason}",
+                                False)
+            result = AbResult(result.winner, result.effects, f"{result.reason}, but not "
+                              f"shown non-inferior on {', '.join(unproven)}: not promoted")
+            self.report["abtest"] = {**result.to_json(), "ended": why}
         return Proposal(Event.CONCLUDE, f"A/B test ended ({why}): {result.reason}; "
                         f"{self.experiment.baseline} keeps the traffic", False)
 
