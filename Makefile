@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/sluice/wire/v1/*.proto)
 WIRE   := xds/_wire/wire_pb2.py
 
-.PHONY: install run test lint typecheck unit integration bench bench-storm bench-analysis clean
+.PHONY: install run test lint typecheck unit integration bench bench-storm bench-analysis clean \
+	prometheus chromium
 
 install: $(STAMP) $(WIRE)
 
@@ -32,8 +33,18 @@ prometheus:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 			prometheus >/dev/null; }
 
+# The status page test drives Debian's Chromium (/usr/bin/chromium) with Playwright;
+# installed only when missing (needs root, as on CI). Playwright never downloads a browser.
+chromium:
+	@test -x /usr/bin/chromium || { \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium >/dev/null; }
+
+# `sluice demo`: a whole canary on this machine. Other scenarios:
+# make run DEMO="--scenario errors" (errors | latency | ttft; --fast for a short run).
 run: install
-	$(PY) -m controlplane.demo
+	$(VENV)/bin/sluice demo $(DEMO)
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -45,10 +56,10 @@ typecheck: install
 unit: install
 	$(VENV)/bin/pytest -q tests/unit
 
-integration: install prometheus
+integration: install prometheus chromium
 	$(VENV)/bin/pytest -q tests/integration
 
-test: install prometheus
+test: install prometheus chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q

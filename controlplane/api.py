@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from controlplane import statuspage
 from controlplane.api_experiments import ExperimentsApi
 from controlplane.config import service_to_dict
 from controlplane.consistency import consistency
@@ -51,6 +52,7 @@ class AdminApi:
         app.router.add_get("/api/v1/services/{name}/consistency", self.consistency)
         if self.experiments is not None:
             self.experiments.routes(app)
+        statuspage.register(app)
         return app
 
     async def start(self, host: str, port: int) -> int:

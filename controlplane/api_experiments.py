@@ -6,7 +6,8 @@ so they need ``Authorization: Bearer TOKEN`` with the token from
 ``--api-token-file``: 401 without a valid token, 403 when the server has no
 token file at all (mutations are then disabled, not open).
 ``GET /api/v1/experiments/NAME/samples.jsonl`` exports the run's windows in
-the form ``sluice replay`` reads.
+the form ``sluice replay`` reads; ``GET /api/v1/experiments/NAME/looks`` the
+run's looks (``?run=`` another run), each with its per-metric evidence.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hmac
 import json
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -44,6 +46,7 @@ class ExperimentsApi:
         app.router.add_get("/api/v1/experiments", self.list)
         app.router.add_get("/api/v1/experiments/{name}", self.get)
         app.router.add_get("/api/v1/experiments/{name}/samples.jsonl", self.samples)
+        app.router.add_get("/api/v1/experiments/{name}/looks", self.looks)
         for action in ACTIONS:
             app.router.add_post(f"/api/v1/experiments/{{name}}/{action}", self._action(action))
 
@@ -69,6 +72,15 @@ class ExperimentsApi:
         return web.Response(text="\n".join(lines) + ("\n" if lines else ""),
                             content_type="application/x-ndjson")
 
+    async def looks(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        view = self.manager.view(name)
+        if view is None:
+            return _error(404, f"no experiment named {name!r}")
+        run = request.query.get("run", str(view["run"]))
+        return web.json_response({"name": name, "run": run, "looks": [
+            look_json(look) for look in self.manager.looks(name, run)]})
+
     def _action(self, action: str):  # type: ignore[no-untyped-def]
         async def handle(request: web.Request) -> web.Response:
             denied = self._denied(request)
@@ -92,6 +104,26 @@ class ExperimentsApi:
             return web.json_response({"error": "missing or invalid bearer token"}, status=401,
                                      headers={"WWW-Authenticate": 'Bearer realm="sluice"'})
         return None
+
+
+LOOK_METRIC_KEYS = ("name", "kind", "gating", "verdict", "n", "estimate", "interval", "evalue",
+                    "pvalue", "alpha", "harmMargin", "nonInferiorityMargin", "reason", "details")
+
+
+def look_json(look: dict[str, Any]) -> dict[str, Any]:
+    """One journaled look without its histograms: time, step, traffic and evidence."""
+    judgment = look.get("judgment") or None
+    return {
+        "t": look.get("t"), "step": look.get("step"), "decision": look.get("decision"),
+        "reason": look.get("reason"), "counted": look.get("counted"),
+        "excluded": look.get("excluded"),
+        "windows": [{k: w.get(k) for k in ("version", "requests", "errors", "weight")}
+                    for w in look.get("windows") or []],
+        "judgment": None if judgment is None else {
+            "weight": judgment.get("weight"), "decision": judgment.get("decision"),
+            "metrics": [{k: m.get(k) for k in LOOK_METRIC_KEYS}
+                        for m in judgment.get("metrics") or []]},
+    }
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -1,4 +1,5 @@
-"""The ``sluice`` command (DESIGN §3): serve, validate, bootstrap, replay, schema."""
+"""The ``sluice`` command (DESIGN §3): serve, validate, bootstrap, replay, schema, status,
+promote, abort, pause, resume, demo, report."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ commands:
   abort      roll an experiment back
   pause      stop an experiment's progress (safety rollbacks still happen)
   resume     let a paused experiment go on
+  demo       a whole canary on this machine: pods, Envoy, load, a live view, a report
+  report     write an experiment's run as one self-contained HTML file with plots
 """
 
 
@@ -133,6 +136,18 @@ def _status(argv: list[str]) -> int:
     return status(argv)
 
 
+def _demo(argv: list[str]) -> int:
+    from controlplane.demo import main as run
+
+    return run(argv)
+
+
+def _report(argv: list[str]) -> int:
+    from controlplane.report import main as run
+
+    return run(argv)
+
+
 def _action(verb: str) -> Callable[[list[str]], int]:
     def run(argv: list[str]) -> int:
         from controlplane.cli_experiments import action
@@ -150,6 +165,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "bootstrap": _bootstrap,
     "replay": _replay,
     "schema": schema,
+    "demo": _demo,
+    "report": _report,
 }
 
 

@@ -1,144 +1,132 @@
-"""The self-contained demo behind ``make run``.
+"""``sluice demo`` (what ``make run`` runs): a whole canary on one machine.
 
-Starts, on 127.0.0.1 only: a fake model server for every endpoint in
-``examples/services/*.yaml``, the Sluice control plane on that config, and an
-Envoy (from the venv) bootstrapped to it over ADS. Then it prints what to try
-and runs until Ctrl-C or SIGTERM, when it stops everything it started.
-
-Ports come from the config (Envoy listeners, model endpoints) and from these
-environment variables:
-
-- ``SLUICE_DEMO_CONFIG``         config file or directory (``examples/services``)
-- ``SLUICE_DEMO_XDS_ADDRESS``    Sluice xDS (``127.0.0.1:18000``)
-- ``SLUICE_DEMO_ADMIN_ADDRESS``  Sluice admin HTTP (``127.0.0.1:18001``)
-- ``SLUICE_DEMO_ENVOY_ADMIN``    Envoy admin (``127.0.0.1:9901``)
-- ``SLUICE_DEMO_WORKDIR``        bootstrap, Envoy log, state (a fresh temp dir)
+It starts, on 127.0.0.1 only: four simulated GPU pods (``controlplane.podsim``:
+``v1`` and ``v2``, each on an H100 and an A100), the control plane (in this
+process, on a config directory it writes), an Envoy gateway from the venv that
+gets everything over ADS and whose stats Sluice reads, and a bounded load of
+chat sessions. After a short warm-up it writes a canary ``Experiment`` and
+shows, live, how Sluice moves the traffic and judges the evidence until ``v2``
+is promoted or rolled back. Then it writes the HTML report and stops
+everything it started (also on Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-import importlib
-import os
+import ctypes
+import logging
 import shutil
 import signal
+import socket
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Any
 
 import aiohttp
+import yaml
 
-from controlplane.demo_server import DemoServers, UpstreamSpec, start_servers
-from controlplane.model import DesiredState
+from controlplane.demo_load import Load
+from controlplane.demo_scenario import (
+    BASELINE,
+    CANDIDATE,
+    EXPERIMENT,
+    GPUS,
+    SCENARIOS,
+    Timing,
+    experiment_doc,
+    pod_specs,
+    service_doc,
+    timing,
+)
+from controlplane.demo_view import Frame, PlainLog, describe_outcome, render
 
-__all__ = ["DemoError", "Settings", "instructions", "main", "run_demo", "upstream_specs"]
+__all__ = ["DemoError", "Options", "main", "parse_args", "run_demo"]
 
 NODE_ID = "demo-gateway"
+LOCALHOST = "127.0.0.1"
 START_TIMEOUT_S = 30.0
+TERMINAL = ("Succeeded", "RolledBack", "Failed")
+log = logging.getLogger("sluice.demo")
 
 
 class DemoError(Exception):
-    """Something the demo needs is missing or failed to start."""
-
-
-class _Interrupted(Exception):
-    """Ctrl-C or SIGTERM arrived while starting up."""
-
-
-class RunServer(Protocol):
-    def __call__(
-        self,
-        config_paths: Sequence[str],
-        xds_address: str,
-        admin_address: str,
-        state_path: str | None,
-        stop: asyncio.Event | None = None,
-    ) -> Awaitable[None]: ...
-
-
-class RenderBootstrap(Protocol):
-    def __call__(
-        self,
-        node_id: str,
-        xds_host: str,
-        xds_port: int,
-        admin_host: str | None = None,
-        admin_port: int | None = None,
-    ) -> str: ...
-
-
-def _split(address: str, what: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise DemoError(f"{what}: expected HOST:PORT, got {address!r}")
-    return host, int(port)
+    """Something the demo needs is missing or failed."""
 
 
 @dataclass(frozen=True)
-class Settings:
-    config: str = "examples/services"
-    xds_address: str = "127.0.0.1:18000"
-    admin_address: str = "127.0.0.1:18001"
-    envoy_admin: str = "127.0.0.1:9901"
+class Options:
+    scenario: str = "healthy"
+    fast: bool = False
+    report: str = "sluice-demo-report.html"
+    admin_address: str = f"{LOCALHOST}:18001"
+    gateway_port: int = 10000
     workdir: str | None = None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
-        d = cls()
-        s = cls(
-            config=env.get("SLUICE_DEMO_CONFIG", d.config),
-            xds_address=env.get("SLUICE_DEMO_XDS_ADDRESS", d.xds_address),
-            admin_address=env.get("SLUICE_DEMO_ADMIN_ADDRESS", d.admin_address),
-            envoy_admin=env.get("SLUICE_DEMO_ENVOY_ADMIN", d.envoy_admin),
-            workdir=env.get("SLUICE_DEMO_WORKDIR") or None,
-        )
-        _split(s.xds_address, "SLUICE_DEMO_XDS_ADDRESS")
-        _split(s.admin_address, "SLUICE_DEMO_ADMIN_ADDRESS")
-        _split(s.envoy_admin, "SLUICE_DEMO_ENVOY_ADMIN")
-        return s
+    plain: bool | None = None  # None: plain when stdout is not a terminal
+    stay: bool = False
+    seed: int | None = None
 
 
-def upstream_specs(state: DesiredState) -> list[UpstreamSpec]:
-    """One fake model server per distinct endpoint address in the config."""
-    specs: dict[tuple[str, int], UpstreamSpec] = {}
-    for service in state.services:
-        for version in service.versions:
-            for ep in version.endpoints:
-                specs.setdefault(
-                    (ep.address, ep.port),
-                    UpstreamSpec(ep.address, ep.port, service.name, version.name),
-                )
-    return list(specs.values())
+def parse_args(argv: Sequence[str]) -> Options:
+    p = argparse.ArgumentParser(
+        prog="sluice demo",
+        description="A whole canary on this machine: simulated GPU pods, an Envoy gateway, "
+        "load, Sluice deciding. Ends with the outcome and an HTML report.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="scenarios:\n" + "\n".join(f"  {s.name:8} {s.summary}"
+                                         for s in SCENARIOS.values())
+        + "\n\nThe experiment gates on Envoy's own stats (errors, p95 latency), so nothing "
+        "else\nneeds to run; the ttft scenario's delay is judged as end-to-end latency.",
+    )
+    p.add_argument("--scenario", choices=list(SCENARIOS), default="healthy",
+                   help="what is wrong with v2 (default: healthy)")
+    p.add_argument("--fast", action="store_true",
+                   help="short steps and looks (about a minute; what CI runs)")
+    p.add_argument("--report", default=Options.report, metavar="PATH",
+                   help="where to write the HTML report (default: %(default)s)")
+    p.add_argument("--admin-address", default=Options.admin_address, metavar="HOST:PORT",
+                   help="Sluice's admin HTTP and status page (port 0: any free port)")
+    p.add_argument("--gateway-port", type=int, default=Options.gateway_port, metavar="PORT",
+                   help="the Envoy gateway's port on 127.0.0.1 (0: any free port)")
+    p.add_argument("--workdir", metavar="DIR",
+                   help="keep config, state, logs here (default: a temporary directory)")
+    p.add_argument("--plain", action="store_true", default=None,
+                   help="plain log lines even on a terminal")
+    p.add_argument("--stay", action="store_true",
+                   help="keep everything running after the outcome, until Ctrl-C")
+    p.add_argument("--seed", type=int, help="seed for the load and injected errors")
+    a = p.parse_args(argv)
+    host, _, port = a.admin_address.rpartition(":")
+    if host not in (LOCALHOST, "localhost") or not port.isdigit():
+        p.error("--admin-address: expected 127.0.0.1:PORT (the demo listens on loopback only)")
+    if not 0 <= a.gateway_port <= 65535:
+        p.error("--gateway-port: expected 0..65535")
+    return Options(a.scenario, a.fast, a.report, f"{LOCALHOST}:{port}", a.gateway_port,
+                   a.workdir, a.plain, a.stay, a.seed)
 
 
-def instructions(state: DesiredState, settings: Settings, workdir: Path) -> str:
-    """What to try once everything is up."""
-    lines = ["", "Sluice demo is up. Try:", ""]
-    for service in state.services:
-        base = f"http://{service.listener.address}:{service.listener.port}"
-        key = service.load_balancing.hash_key
-        lines.append(
-            f"  # {service.name}: " + ", ".join(f"{v.name} {v.weight}%" for v in service.versions)
-        )
-        if key is not None and key.header:
-            lines.append(f"  curl -s {base}/ -H '{key.header}: alice'")
-        else:
-            lines.append(f"  curl -s {base}/v1/chat/completions -d '{{\"messages\":[]}}'")
-    admin = f"http://{settings.admin_address}"
-    envoy = f"http://{settings.envoy_admin}"
-    lines += [
-        "",
-        f"  Sluice admin:  {admin}/api/v1/services  {admin}/api/v1/proxies  {admin}/metrics",
-        f"  Envoy admin:   {envoy}/clusters  {envoy}/config_dump  {envoy}/stats",
-        f"  Files:         {workdir} (bootstrap.yaml, envoy.log)",
-        "",
-        "Press Ctrl-C to stop.",
-    ]
-    return "\n".join(lines)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOCALHOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_or_free(port: int) -> int:
+    """``port`` when it can be bound on 127.0.0.1, else any free one."""
+    if port:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((LOCALHOST, port))
+                return port
+            except OSError:
+                pass
+    return free_port()
 
 
 def _envoy_binary() -> str:
@@ -148,171 +136,257 @@ def _envoy_binary() -> str:
     return found
 
 
-def _load(name: str, attr: str) -> object:
-    try:
-        module = importlib.import_module(name)
-        return getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
-        raise DemoError(f"{name}.{attr} is not available yet: {exc}") from exc
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the demo process dies, however it dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-async def _wait_ok(
-    http: aiohttp.ClientSession,
-    url: str,
-    what: str,
-    alive: Callable[[], str | None],
-    stop: asyncio.Event,
-) -> None:
-    """Poll ``url`` until 200, failing fast if ``alive()`` reports a dead process."""
-    deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
-    while True:
-        if stop.is_set():
-            raise _Interrupted
-        dead = alive()
-        if dead:
-            raise DemoError(f"{what} stopped while starting: {dead}")
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
-                if r.status == 200:
-                    return
-        if asyncio.get_running_loop().time() > deadline:
-            raise DemoError(f"{what} not ready after {START_TIMEOUT_S:.0f}s ({url})")
+async def _wait(what: str, ready: Callable[[], Any], dead: Callable[[], str | None],
+                stop: asyncio.Event) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not stop.is_set():
+        gone = dead()
+        if gone:
+            raise DemoError(f"{what} stopped while starting: {gone}")
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+            if await ready():
+                return
+        if time.monotonic() > deadline:
+            raise DemoError(f"{what} not ready after {START_TIMEOUT_S:.0f}s")
         await asyncio.sleep(0.1)
+
+
+async def _get_ok(http: aiohttp.ClientSession, url: str) -> bool:
+    async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
+        return r.status == 200
+
+
+async def _post_ok(http: aiohttp.ClientSession, url: str) -> bool:
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    async with http.post(url, json=body, timeout=aiohttp.ClientTimeout(total=2)) as r:
+        return r.status == 200
 
 
 async def _terminate(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
-        proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
         try:
             await asyncio.wait_for(proc.wait(), 5.0)
         except TimeoutError:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
             await proc.wait()
 
 
-async def _finish(task: asyncio.Task[None], stop: asyncio.Event) -> None:
-    """Ask the server to stop, give it a few seconds, then cancel it."""
-    stop.set()
-    # A failure was already reported by ``_task_death``; this only waits for the end.
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await asyncio.wait_for(asyncio.shield(task), 10.0)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
+def experiment_view(app: Any) -> dict[str, Any] | None:
+    """What ``GET /api/v1/experiments/NAME`` answers, read in this process."""
+    view: dict[str, Any] | None = app.rollouts.view(EXPERIMENT)
+    if view is not None:
+        view["decisions"] = app.rollouts.decisions(EXPERIMENT, str(view["run"]))
+    return view
 
 
-async def _as_coroutine(awaitable: Awaitable[None]) -> None:
-    await awaitable
+def write_report(app: Any, view: dict[str, Any], path: Path) -> Path:
+    from controlplane.report import build_report
+
+    looks = app.rollouts.looks(EXPERIMENT, str(view["run"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(build_report(view, looks), encoding="utf-8")
+    return path.resolve()
 
 
-def _task_death(task: asyncio.Task[None]) -> str | None:
-    if not task.done():
-        return None
-    if task.cancelled():
-        return "cancelled"
-    exc = task.exception()
-    return f"{type(exc).__name__}: {exc}" if exc else "exited"
+class _Screen:
+    """The live view on a terminal, plain lines otherwise."""
+
+    def __init__(self, plain: bool, out: Callable[[str], None]) -> None:
+        self.plain = plain
+        self.out = out
+        self._log = PlainLog(out)
+        self._live: Any = None
+
+    def __enter__(self) -> _Screen:
+        if not self.plain:
+            from rich.live import Live
+
+            self._live = Live(refresh_per_second=4, transient=False, redirect_stdout=False)
+            self._live.__enter__()
+        return self
+
+    def show(self, frame: Frame) -> None:
+        if self._live is not None:
+            self._live.update(render(frame), refresh=True)
+        else:
+            self._log(frame)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
 
 
-async def run_demo(settings: Settings, out: Callable[[str], None] = print) -> int:
-    from controlplane.config import load_paths
+async def run_demo(opts: Options, out: Callable[[str], None] = print) -> int:
+    from controlplane.app import App, ServeOptions
+    from controlplane.podsim import start_pods
+    from xds.bootstrap import render_bootstrap
 
-    loaded = load_paths([settings.config])
-    if loaded.state is None:
-        raise DemoError("config has errors:\n" + "\n".join(str(e) for e in loaded.errors))
-    state = loaded.state
-    run_server = cast(RunServer, _load("controlplane.app", "run_server"))
-    render_bootstrap = cast(RenderBootstrap, _load("xds.bootstrap", "render_bootstrap"))
+    scenario = SCENARIOS[opts.scenario]
+    t: Timing = timing(opts.fast)
+    plain = opts.plain if opts.plain is not None else not sys.stdout.isatty()
     envoy_bin = _envoy_binary()
-    xds_host, xds_port = _split(settings.xds_address, "xDS address")
-    envoy_host, envoy_port = _split(settings.envoy_admin, "Envoy admin address")
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
+    async with contextlib.AsyncExitStack() as stack:
+        if opts.workdir:
+            workdir = Path(opts.workdir).resolve()
+            workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            workdir = Path(tempfile.mkdtemp(prefix="sluice-demo-"))
+            stack.callback(shutil.rmtree, workdir, True)
+        handler = logging.FileHandler(workdir / "sluice.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        stack.callback(root.removeHandler, handler)
+        http = await stack.enter_async_context(aiohttp.ClientSession())
 
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            if settings.workdir:
-                workdir = Path(settings.workdir)
-                workdir.mkdir(parents=True, exist_ok=True)
-            else:
-                workdir = Path(tempfile.mkdtemp(prefix="sluice-demo-"))
-                stack.callback(shutil.rmtree, workdir, True)
-            http = await stack.enter_async_context(aiohttp.ClientSession())
+        pods = await stack.enter_async_context(start_pods(pod_specs(scenario, opts.seed)))
+        ports: dict[str, list[int]] = {}
+        labels: dict[str, list[str]] = {}
+        for pod in pods:
+            ports.setdefault(pod.spec.version, []).append(pod.spec.port)
+            weight = dict(GPUS)[pod.spec.gpu]
+            labels.setdefault(pod.spec.version, []).append(f"{pod.spec.gpu} :{pod.spec.port} "
+                                                           f"w{weight}")
+        gateway_port = _port_or_free(opts.gateway_port)
+        admin_host, _, admin_port = opts.admin_address.rpartition(":")
+        config = workdir / "config"
+        config.mkdir(exist_ok=True)
+        for stale in [*config.glob("*.yaml"), *workdir.glob("state.db*")]:
+            stale.unlink()  # a fresh run, not the restore of an earlier one
+        (config / "chat.yaml").write_text(yaml.safe_dump(service_doc(ports, gateway_port)))
 
-            upstreams: DemoServers = await start_servers(upstream_specs(state))
-            stack.push_async_callback(upstreams.close)
-            names = ", ".join(f"{s.service}/{s.version}@{s.pod}" for s in upstreams.specs)
-            out(f"model servers: {names}")
+        # Envoy first (a fork while gRPC runs threads would warn); it retries until
+        # Sluice listens on the port picked for it.
+        xds_port = free_port()
+        envoy_admin = free_port()
+        bootstrap = workdir / "bootstrap.yaml"
+        bootstrap.write_text(render_bootstrap(NODE_ID, LOCALHOST, xds_port, LOCALHOST,
+                                              envoy_admin))
+        envoy_log = workdir / "envoy.log"
+        envoy = await asyncio.create_subprocess_exec(
+            envoy_bin, "-c", str(bootstrap), "--use-dynamic-base-id", "--concurrency", "1",
+            "-l", "warn", "--log-path", str(envoy_log),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent,
+        )  # fmt: skip
+        stack.push_async_callback(_terminate, envoy)
 
-            server: asyncio.Task[None] = asyncio.create_task(
-                _as_coroutine(
-                    run_server(
-                        [settings.config],
-                        settings.xds_address,
-                        settings.admin_address,
-                        str(workdir / "state.db"),
-                        stop=stop,
-                    )
-                )
-            )
-            stack.push_async_callback(_finish, server, stop)
-            await _wait_ok(
-                http,
-                f"http://{settings.admin_address}/readyz",
-                "sluice",
-                lambda: _task_death(server),
-                stop,
-            )
-            out(f"sluice: xDS on {settings.xds_address}, admin on http://{settings.admin_address}")
+        def envoy_dead() -> str | None:
+            if envoy.returncode is None:
+                return None
+            tail = envoy_log.read_text(errors="replace")[-2000:] if envoy_log.exists() else ""
+            return f"envoy exited with status {envoy.returncode}\n{tail}"
 
-            bootstrap = workdir / "bootstrap.yaml"
-            bootstrap.write_text(
-                render_bootstrap(NODE_ID, xds_host, xds_port, envoy_host, envoy_port)
-            )
-            log_path = workdir / "envoy.log"
-            envoy = await asyncio.create_subprocess_exec(
-                envoy_bin, "-c", str(bootstrap), "--use-dynamic-base-id", "--concurrency", "1",
-                "-l", "warn", "--log-path", str(log_path),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-            stack.push_async_callback(_terminate, envoy)
+        app = App(ServeOptions((str(config),), f"{LOCALHOST}:{xds_port}",
+                               f"{admin_host}:{_port_or_free(int(admin_port))}",
+                               str(workdir / "state.db")))
+        started = asyncio.Event()
+        server = loop.create_task(app.run(stop, started), name="sluice")
 
-            def envoy_death() -> str | None:
-                if envoy.returncode is None:
-                    return None
-                tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
-                return f"exit status {envoy.returncode}\n{tail}"
+        async def stop_server() -> None:
+            stop.set()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(server, 15)
 
-            await _wait_ok(http, f"http://{settings.envoy_admin}/ready", "envoy", envoy_death, stop)
-            out(instructions(state, settings, workdir))
+        stack.push_async_callback(stop_server)
 
-            stopped = asyncio.create_task(stop.wait())
-            envoy_exit = asyncio.create_task(envoy.wait())
-            await asyncio.wait({stopped, envoy_exit, server}, return_when=asyncio.FIRST_COMPLETED)
-            for t in (stopped, envoy_exit):
-                t.cancel()
-            failure = None if stop.is_set() else (_task_death(server) or envoy_death())
-            out("\nshutting down ...")
-    except _Interrupted:
-        out("\nstopped while starting up")
-        return 0
-    if failure:
-        raise DemoError(f"a component stopped unexpectedly: {failure}")
-    return 0
+        def server_dead() -> str | None:
+            if not server.done():
+                return None
+            exc = None if server.cancelled() else server.exception()
+            return f"{type(exc).__name__}: {exc}" if exc else "exited"
+
+        async def server_ready() -> bool:
+            return started.is_set() and app.store.ready
+
+        await _wait("sluice", server_ready, server_dead, stop)
+        status_page = f"http://{LOCALHOST}:{app.admin_port}/"
+
+        gateway = f"http://{LOCALHOST}:{gateway_port}"
+        url = f"{gateway}/v1/chat/completions"
+        await _wait("envoy", lambda: _get_ok(http, f"http://{LOCALHOST}:{envoy_admin}/ready"),
+                    envoy_dead, stop)
+        await _wait("the gateway", lambda: _post_ok(http, url), envoy_dead, stop)
+        if stop.is_set():
+            out("stopped while starting up")
+            return 130
+        if plain:
+            out(f"sluice demo: scenario {scenario.name}: {scenario.summary}")
+            out(f"gateway {gateway}  status page {status_page}  workdir {workdir}")
+
+        load = Load(url, rate=t.rate, max_seconds=t.max_s + 30, stream=scenario.stream,
+                    seed=opts.seed).start()
+        stack.push_async_callback(load.stop)
+        frame = Frame(scenario, t, time.time(), gateway, status_page, labels, load.by_version)
+        outcome: dict[str, Any] | None = None
+        with _Screen(plain, out) as screen:
+            deadline = time.monotonic() + t.max_s
+            written = False
+            while not stop.is_set() and time.monotonic() < deadline:
+                if not written and time.time() - frame.started >= t.warmup_s:
+                    (config / "experiment.yaml").write_text(yaml.safe_dump(experiment_doc(t)))
+                    written = True
+                    if plain:
+                        out(f"[{time.time() - frame.started:6.1f}s] experiment {EXPERIMENT} "
+                            f"written: canary of {CANDIDATE} against {BASELINE}, steps "
+                            + ", ".join(f"{w}%" for w in t.steps))
+                frame.now = time.time()
+                frame.experiment = experiment_view(app)
+                screen.show(frame)
+                gone = server_dead() or envoy_dead()
+                if gone:
+                    raise DemoError(f"a component stopped: {gone}")
+                if frame.experiment and frame.experiment["phase"] in TERMINAL:
+                    outcome = frame.experiment
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5 if plain else 0.25)
+        if outcome is None:
+            if stop.is_set():
+                out("interrupted: stopping everything the demo started")
+                return 130
+            raise DemoError(f"no outcome after {t.max_s:.0f}s: "
+                            f"{(frame.experiment or {}).get('reason')}")
+        await load.stop()
+        report = write_report(app, outcome, Path(opts.report))
+        out("")
+        out("outcome: " + describe_outcome(outcome))
+        totals = "  ".join(f"{v}: {c.requests} requests, {c.errors} errors"
+                           for v, c in sorted(load.by_version.items()))
+        out(f"traffic: {totals}  ({load.sessions} sessions)")
+        out(f"report: {report}")
+        if opts.stay and not stop.is_set():
+            out(f"still running (status page {status_page}, gateway {gateway}); "
+                "Ctrl-C stops everything")
+            await stop.wait()
+            out("stopping everything the demo started")
+        return 0 if outcome["phase"] in ("Succeeded", "RolledBack") else 1
+    return 1  # not reached: the stack re-raises
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    del argv
+    opts = parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        settings = Settings.from_env(os.environ)
-        return asyncio.run(run_demo(settings))
+        return asyncio.run(run_demo(opts, lambda line: print(line, flush=True)))
     except DemoError as exc:
         print(f"sluice demo: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:  # typically a port already in use
+    except OSError as exc:  # a port in use, a missing file
         print(f"sluice demo: {exc}", file=sys.stderr)
         return 1
 
