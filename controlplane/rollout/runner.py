@@ -431,10 +431,16 @@ class Runner:
 
     def _analysis_spec(self) -> Any:
         spec = self.experiment.analysis
-        if self.experiment.strategy is Strategy.ROLLING:
-            svc = self.service()
-            if svc is not None:
-                spec = replace(spec, steps=stages.rolling_steps(self.experiment, svc))
+        svc = self.service()
+        if self.experiment.strategy is Strategy.ROLLING and svc is not None:
+            spec = replace(spec, steps=stages.rolling_steps(self.experiment, svc))
+        if svc is not None and svc.load_balancing.hash_key is not None and spec.check_srm:
+            # The route picks the version from the request's hash key (sticky users),
+            # so versions split users, not requests: request counts scatter around the
+            # weights far more than a per-request test allows.
+            spec = replace(spec, check_srm=False)
+            self.report["srm"] = ("off: versions are sticky per hash key, so requests do not "
+                                  "split like the weights")
         return spec
 
     def _rebuild(self) -> JudgeState:

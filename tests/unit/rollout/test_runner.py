@@ -218,3 +218,23 @@ async def test_bluegreen_mirrors_first_then_switches_and_keeps_the_baseline_warm
 async def test_phase_words_the_api_reports() -> None:
     assert {p.value for p in Phase} >= {"Progressing", "Holding", "Paused", "Succeeded",
                                         "RolledBack", "Failed"}
+
+
+async def test_sticky_services_do_not_hold_on_a_per_request_split_check() -> None:
+    from controlplane.config import load_text
+    from controlplane.store import Store
+    from tests.unit.rollout.fakes import SERVICE
+
+    sticky = SERVICE.replace("  versions:", "  loadBalancing: {policy: maglev, hashKey: {header: "
+                             "x-session-id}}\n  versions:")
+    store = Store(("file",))
+    store.apply_load("file", load_text(sticky, "chat.yaml"))
+    mgr, store, _ = manager(store=store)
+    store.apply_load("file", load_text(sticky, "chat.yaml"))
+    import yaml
+
+    store.apply_load("file", load_text(sticky + "---\n" + yaml.safe_dump(experiment()),
+                                       "chat.yaml"))
+    mgr.reconcile()
+    runner = mgr.runners["canary"]
+    assert not runner.analysis.check_srm and "sticky" in runner.report["srm"]
