@@ -6,9 +6,10 @@ cleanly. The store is generic: a record is addressed by ``(kind, name)`` and
 holds a JSON object; callers choose the kinds (e.g. ``("experiment", "chat")``
 or ``("config", "last-good")``).
 
-Every write is one SQLite transaction in WAL mode with ``synchronous=NORMAL``:
-a killed process loses nothing that was committed; a power cut may lose the
-last few commits but never corrupts the file. Revisions come from one counter
+Every write is one SQLite transaction in WAL mode with ``synchronous=FULL``:
+the WAL is synced at every commit, so neither a killed process nor a power
+cut loses a committed write, and the file is never left corrupt. Events are
+trimmed by age and by count per key (``trim_events``). Revisions come from one counter
 for the whole store, so a higher revision is always a later write (like etcd's).
 
 The file is stamped with an ``application_id`` and a list of applied schema
@@ -261,6 +262,25 @@ class StateStore:
         assert seq is not None
         return seq
 
+    def trim_events(self, max_age_s: float, max_per_key: int) -> int:
+        """Deletes events older than ``max_age_s`` and all but the newest ``max_per_key``
+        of each (kind, name); returns how many went."""
+        if max_age_s <= 0 or max_per_key < 1:
+            raise StateError("trim_events needs a positive age and count")
+        cutoff = self._clock() - max_age_s
+        with self._transaction() as conn:
+            old = conn.execute("DELETE FROM events WHERE at < ?", (cutoff,)).rowcount
+            extra = conn.execute(
+                """DELETE FROM events WHERE seq IN (
+                       SELECT seq FROM (
+                           SELECT seq, ROW_NUMBER() OVER (
+                               PARTITION BY kind, name ORDER BY seq DESC) AS newer
+                           FROM events)
+                       WHERE newer > ?)""",
+                (max_per_key,),
+            ).rowcount
+        return int(old) + int(extra)
+
     def events(self, kind: str, name: str, limit: int = 100) -> builtins.list[Event]:
         """The latest ``limit`` events of ``(kind, name)``, oldest first."""
         _check_key(kind, name)
@@ -372,7 +392,7 @@ def _prepare(conn: sqlite3.Connection, path: Path, clock: Callable[[], float]) -
         mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
         if mode.lower() != "wal":
             raise StateError(f"{path}: cannot switch the state file to WAL (got {mode!r})")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
         if app_id == APPLICATION_ID:
             check = str(conn.execute("PRAGMA quick_check").fetchone()[0])

@@ -39,10 +39,15 @@ from controlplane.rollout.looks import (
 )
 from controlplane.rollout.machine import Event, Phase, RolloutState, stalled, transition
 from controlplane.rollout.sync import ProxyView
+from controlplane.routers import Router
+from controlplane.routers.xds import XdsRouter
 from controlplane.store import Store
 
 log = logging.getLogger("sluice.rollout")
 
+# Moves that expose the candidate more: not done unless recorded first.
+EXPOSING = (Event.START, Event.ADVANCE, Event.PROMOTE, Event.CONCLUDE, Event.APPROVE,
+            Event.RESUME)
 COMMANDS = {"promote": Event.APPROVE, "abort": Event.ABORT, "pause": Event.PAUSE,
             "resume": Event.RESUME}
 SYNC_POLL_S = 0.01
@@ -61,6 +66,13 @@ class Deps:
     wall: Callable[[], float] = time.time
     # Queues a notification (never blocks): body, and the experiment's own targets.
     notify: Callable[[dict[str, Any], tuple[Webhook, ...]], None] = _no_notify
+    # The router of a service (controlplane.routers); None: Sluice's own xDS.
+    routers: Callable[[str], Router] | None = None
+
+    def router(self, service: str) -> Router:
+        if self.routers is not None:
+            return self.routers(service)
+        return XdsRouter(self.store, self.proxies)
 
 
 @dataclass
@@ -154,6 +166,7 @@ class Runner:
         try:
             while not stop.is_set() and not self.state.phase.terminal:
                 await self._turn(stop)
+                await asyncio.sleep(0)  # a turn that found nothing to wait for still yields
         finally:
             if self._provider is not None:
                 await self._provider.close()
@@ -193,6 +206,9 @@ class Runner:
             if await self.wait_synced(self.experiment.interval_ms / 1000):
                 t = self.deps.wall()
                 self._event(Event.APPLIED, self.state.reason)
+                if not self.state.applied:  # could not be recorded: try again shortly
+                    await self.serve_commands(t + min(1.0, self.experiment.interval_ms / 1000))
+                    return
                 await stages.after_applied(self)
                 self.prev = await self._read(t)
                 self.next_look = t + self.experiment.interval_ms / 1000
@@ -211,8 +227,8 @@ class Runner:
         if svc is None:
             return
         override = plans.traffic(self.experiment, svc, self.state)
-        self.deps.store.set_override(self.service_name, override)
-        self.applied_revision = self.deps.store.revision
+        self.applied_revision = self.deps.router(self.service_name).apply(self.service_name,
+                                                                          override)
 
     async def wait_synced(self, timeout: float) -> bool:
         """Until every proxy holds the applied traffic (True) or ``timeout`` (False);
@@ -220,7 +236,8 @@ class Runner:
         deadline = self.deps.wall() + timeout
         versions = (self.experiment.baseline, self.experiment.candidate)
         while True:
-            report = self.deps.proxies.sync(self.service_name, versions, self.applied_revision)
+            report = self.deps.router(self.service_name).in_effect(
+                self.service_name, versions, self.applied_revision)
             if report.synced:
                 self.note = ""
                 return True
@@ -372,15 +389,25 @@ class Runner:
             return
         after = shifts.begin(self, before, after, reason.startswith("guard "))
         self.state = after
+        recorded = self.save()
+        if (after.phase, after.step, after.gate) != (before.phase, before.step, before.gate):
+            recorded = self.deps.journal.append(DECISION, self.name, {
+                "run": after.run, "t": after.updated_at, "event": event.value,
+                "from": before.phase.value, "to": after.phase.value, "step": after.step,
+                "reason": reason}) and recorded
+        if not recorded and event in EXPOSING:
+            # Durable first: a move that exposes the candidate more is not done unless it
+            # is recorded; rollbacks, holds and bookkeeping still are (acting is safer
+            # than not, and the next write catches up).
+            self.state = before
+            why = f"{event.value} not applied: the state store refused to record it"
+            log.error("%s: %s", self.name, why)
+            self._event(Event.HOLD, why)
+            return
         self.decision_counts[event.value] = self.decision_counts.get(event.value, 0) + 1
         if (after.phase, after.step, after.gate) != (before.phase, before.step, before.gate):
             log.info("%s: %s -> %s (step %d): %s", self.name, before.phase.value,
                      after.phase.value, after.step + 1, reason)
-            self.deps.journal.append(DECISION, self.name, {
-                "run": after.run, "t": after.updated_at, "event": event.value,
-                "from": before.phase.value, "to": after.phase.value, "step": after.step,
-                "reason": reason})
-        self.save()
         if after.phase is not before.phase or event is Event.ROLLBACK:
             self._notify(event, before, reason)
         if (after.phase, after.step, after.stage, after.pods) != (
@@ -410,8 +437,8 @@ class Runner:
         self.save()
         self._apply()
 
-    def save(self) -> None:
-        self.deps.journal.put(RUN, self.name, {
+    def save(self) -> bool:
+        return self.deps.journal.put(RUN, self.name, {
             "state": self.state.to_json(), "identity": list(map(str, self.experiment.identity())),
             "service": self.experiment.service, "report": self.report,
         })

@@ -217,3 +217,26 @@ def test_empty_file_is_initialised(tmp_path: Path) -> None:
     path.touch()
     with StateStore.open(path) as s:
         assert s.put("svc", "a", {}) == 1
+
+
+def test_old_events_are_trimmed_by_age_and_by_count(tmp_path: Path) -> None:
+    now = [1000.0]
+    store = StateStore.open(tmp_path / "s.db", clock=lambda: now[0])
+    for i in range(10):
+        store.append_event("look", "a", {"i": i})
+        now[0] += 1
+    now[0] = 1000.0 + 86_400 * 10
+    for i in range(4):
+        store.append_event("look", "b", {"i": i})
+    # a's events are 10 days old; b keeps only its newest 2
+    gone = store.trim_events(max_age_s=86_400 * 5, max_per_key=2)
+    assert gone == 12
+    assert store.events("look", "a") == []
+    assert [e.event["i"] for e in store.events("look", "b")] == [2, 3]
+
+
+def test_commits_are_synced(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path / "s.db")
+    with store._locked() as conn:
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

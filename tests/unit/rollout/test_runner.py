@@ -238,3 +238,35 @@ async def test_sticky_services_do_not_hold_on_a_per_request_split_check() -> Non
     mgr.reconcile()
     runner = mgr.runners["canary"]
     assert not runner.analysis.check_srm and "sticky" in runner.report["srm"]
+
+
+class RefusingJournal(Journal):
+    """A journal whose store can be made to refuse writes (a read-only disk)."""
+
+    refuse = False
+
+    def put(self, kind, name, value):  # type: ignore[no-untyped-def]
+        return False if self.refuse else super().put(kind, name, value)
+
+    def append(self, kind, name, event):  # type: ignore[no-untyped-def]
+        return False if self.refuse else super().append(kind, name, event)
+
+
+async def test_what_cannot_be_recorded_is_not_done_except_a_safety_rollback() -> None:
+    journal = RefusingJournal()
+    mgr, store, source = manager(journal=journal)
+    stop = asyncio.Event()
+    load(store, mgr, experiment(steps=[10, 20, 30]))
+    journal.refuse = True
+    source.per_read = 20_000
+    task = asyncio.get_running_loop().create_task(mgr.run(stop))
+    await until(lambda: "refused to record" in mgr.view("canary")["reason"])  # type: ignore[index]
+    reads = source.reads
+    await until(lambda: source.reads >= reads + 5)
+    view = mgr.view("canary")
+    assert view is not None and view["step"] == 0 and weights(store) == {"v1": 90, "v2": 10}
+    source.error_rate["v2"] = 0.2  # harm: the rollback goes ahead even unrecorded
+    await until(lambda: mgr.view("canary")["phase"] == "RolledBack")  # type: ignore[index]
+    assert weights(store) == {"v1": 100, "v2": 0}
+    stop.set()
+    await task
