@@ -182,8 +182,9 @@ def _decide(state: JudgeState, look: Look, vs: tuple[MetricVerdict, ...],
 def judge(state: JudgeState, look: Look) -> tuple[JudgeState, Judgment]:
     """Fold one look into the state and decide.
 
-    Raises ``samples.BucketLayoutMismatch`` when the versions' histogram
-    layouts differ: comparing them would be a guess.
+    Total on well-formed windows: histograms whose layouts differ between the
+    versions (comparing them would be a guess) or a slow_rate threshold that
+    is not a bucket bound make that metric NODATA, with the reason.
     """
     spec = state.spec
     weight = spec.steps[state.step].weight

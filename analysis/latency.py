@@ -14,7 +14,8 @@ Three tests, all using only the exact empirical CDF at bucket bounds:
   ``xi_c > (1 + margin) xi_b`` and ``xi_c - xi_b > minEffect``; its anytime
   p-value is the smallest a at which the bracketing proves it. Resolution is
   the bucket width: a shift smaller than the gap between two bounds cannot
-  be shown, whatever n (so coarse buckets hold rather than guess).
+  be shown, whatever n (so coarse buckets hold rather than guess, and the
+  assessment says so: ``analysis.buckets.quantile_resolution``).
 * **Equality in distribution**: under H0 each observation's version label is
   Bernoulli(rho_t) whatever bucket it falls in (rho_t: the request share), so
   the product over buckets of two-sided rate-ratio mixtures (Lindon & Malek
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from analysis.buckets import Resolution, quantile_resolution, within_gap, within_ratio
 from analysis.samples import BucketLayoutMismatch, Histogram
 from analysis.sequential import (
     FloatArray,
@@ -150,6 +152,9 @@ class LatencyAssessment:
     equality_evalue: float
     equality_pvalue: float
     order_pvalue: float
+    upper_candidate: float = math.inf  # the bounds non-inferiority compares (seconds)
+    lower_baseline: float = 0.0
+    resolution: Resolution | None = None  # what the baseline quantile's bucket allows
 
 
 @dataclass(frozen=True, eq=False)
@@ -274,14 +279,17 @@ class LatencyState:
         lo_b, hi_b = self.quantile_interval("baseline", alpha)
         lo_ratio = lo_c / hi_b if hi_b > 0 and math.isfinite(hi_b) else 0.0
         hi_ratio = hi_c / lo_b if lo_b > 0 else math.inf
-        non_inf = (hi_c <= (1.0 + ni_margin) * lo_b) or (hi_c - lo_b <= self.min_effect)
+        non_inf = within_ratio(hi_c, lo_b, ni_margin) or within_gap(hi_c, lo_b, self.min_effect)
         estimate = qc / qb if qb > 0 else math.nan
         assert self.eq_ll_alt is not None and self.eq_ll_null is not None
+        assert self.cum_b is not None
         eq_log = _equality_log_e(self.eq_ll_alt, self.eq_ll_null)
+        resolution = quantile_resolution(self.bounds, [float(x) for x in self.cum_b], self.q,
+                                         ni_margin, self.harm_margin, self.min_effect)
         return LatencyAssessment(
             int(t_c), int(t_b), qc, qb, estimate, (lo_ratio, hi_ratio), self.harm_p,
             bool(non_inf), math.exp(min(eq_log, 700.0)),
-            min(1.0, math.exp(-self.eq_log_sup)), self.order_p,
+            min(1.0, math.exp(-self.eq_log_sup)), self.order_p, hi_c, lo_b, resolution,
         )  # fmt: skip
 
 

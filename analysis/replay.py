@@ -8,7 +8,11 @@ look per input file with the decision and every metric's verdict. Input line::
      "latency": {"unit": "ms", "buckets": {"100": 20, "+Inf": 31}, "sum": 2712.5}}
 
 Optional keys: ``errorClasses`` ({class: n}), ``histograms`` ({name: like
-``latency``}), ``means`` ({name: {"sum": x, "count": n, "sumSquares": y}}).
+``latency``}), ``means`` ({name: {"sum": x, "count": n, "sumSquares": y}}),
+``ratios`` ({name: {"numerator": y, "denominator": x, "count": n}}, the
+per-window sums behind a ratio metric such as output tokens over seconds,
+optionally with the per-request ``numeratorSquares``, ``denominatorSquares``
+and ``crossProducts``, all three or none; ``analysis.means`` says why).
 Bad lines are reported as ``file:line: message`` and the exit code is 2. A
 negative increment (a counter reset upstream) is not an error: that look's
 windows are excluded and the look holds. The experiment is taken to start one
@@ -23,26 +27,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-import numpy as np
-
 from analysis.classic import kayenta_classify
 from analysis.judge import Judgment, Look, judge, start
-from analysis.latency import interpolated_quantile
 from analysis.samples import (
     BucketLayoutMismatch,
     Histogram,
     Integrity,
     LatencyUnit,
+    RatioSums,
     SamplesError,
     SumCount,
     Window,
     check_window,
     histogram_from_cumulative,
 )
-from analysis.spec import ExperimentSpec, MetricKind
+from analysis.spec import ExperimentSpec, MetricSpec
+from analysis.verdicts import point_value
 
 _LINE_KEYS = {"t", "version", "requests", "errors", "errorClasses", "latency", "histograms",
-              "means", "weight"}
+              "means", "weight", "ratios"}
+_RATIO_MOMENTS = ("numeratorSquares", "denominatorSquares", "crossProducts")
 
 
 class LineError(ValueError):
@@ -100,6 +104,34 @@ def _histogram(raw: Any, path: str) -> tuple[Histogram | None, list[float]]:
         raise LineError(f"{path}.buckets: {exc}") from None
 
 
+def _finite(v: Any, path: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise LineError(f"{path}: must be a finite number")
+    return float(v)
+
+
+def _ratios(raw: Any) -> dict[str, RatioSums]:
+    if not isinstance(raw, dict):
+        raise LineError("ratios: must be an object")
+    out: dict[str, RatioSums] = {}
+    for name, r in raw.items():
+        path = f"ratios.{name}"
+        if not isinstance(r, dict) or not {"numerator", "denominator", "count"} <= set(r):
+            raise LineError(f"{path}: needs 'numerator', 'denominator' and 'count'")
+        unknown = set(r) - {"numerator", "denominator", "count", *_RATIO_MOMENTS}
+        if unknown:
+            raise LineError(f"{path}.{sorted(unknown)[0]}: unknown field")
+        given = [k for k in _RATIO_MOMENTS if k in r]
+        if given and len(given) != len(_RATIO_MOMENTS):
+            raise LineError(f"{path}: give all of {', '.join(_RATIO_MOMENTS)} or none")
+        moments: list[float | None] = [_finite(r[k], f"{path}.{k}") for k in given]
+        out[name] = RatioSums(_finite(r["numerator"], f"{path}.numerator"),
+                              _finite(r["denominator"], f"{path}.denominator"),
+                              _count(r["count"], f"{path}.count"),
+                              *(moments or [None, None, None]))
+    return out
+
+
 def parse_line(obj: Any, line: int) -> Parsed:
     if not isinstance(obj, dict):
         raise LineError("expected a JSON object")
@@ -152,6 +184,9 @@ def parse_line(obj: Any, line: int) -> Parsed:
         count = _count(raw["count"], f"means.{name}.count")
         numbers.append(float(count))
         means[name] = SumCount(float(total), count, None if sq is None else float(sq))
+    ratios = _ratios(obj.get("ratios", {}))
+    for r in ratios.values():
+        numbers += [float(r.count), r.numerator, r.denominator]
     weight = obj.get("weight")
     if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int | float)
                                or not 0 <= weight <= 100):
@@ -162,7 +197,7 @@ def parse_line(obj: Any, line: int) -> Parsed:
     if not reset and errors > requests:
         raise LineError(f"errors: {errors} exceeds requests {requests}")
     window = Window(float(t), version, max(requests, 0), max(errors, 0), classes, hists, means,
-                    None if weight is None else float(weight))
+                    None if weight is None else float(weight), ratios)
     return Parsed(window, reset, line)
 
 
@@ -245,7 +280,18 @@ def window_line(w: Window) -> dict[str, Any]:
                    **({"sumSquares": sc.sum_squares} if sc.sum_squares is not None else {})}
             for name, sc in w.means.items()
         }
+    if w.ratios:
+        line["ratios"] = {name: _ratio_json(r) for name, r in w.ratios.items()}
     return line
+
+
+def _ratio_json(r: RatioSums) -> dict[str, Any]:
+    out: dict[str, Any] = {"numerator": r.numerator, "denominator": r.denominator,
+                           "count": r.count}
+    if r.has_moments:
+        out.update(zip(_RATIO_MOMENTS, (r.numerator_squares, r.denominator_squares,
+                                        r.cross_products), strict=True))
+    return out
 
 
 def _num(x: float | None) -> float | None:
@@ -290,8 +336,7 @@ def _kayenta_points(spec: ExperimentSpec, looks: Sequence[tuple[Look, int]], upt
         for look, _ in looks[: upto + 1]:
             if look.excluded or look.candidate is None or look.baseline is None:
                 continue
-            pair = [_point(m.kind, m.source, m.quantile, m.name, w)
-                    for w in (look.candidate, look.baseline)]
+            pair = [_point(m, w) for w in (look.candidate, look.baseline)]
             if pair[0] is not None and pair[1] is not None:
                 cand.append(pair[0])
                 base.append(pair[1])
@@ -299,16 +344,9 @@ def _kayenta_points(spec: ExperimentSpec, looks: Sequence[tuple[Look, int]], upt
     return out
 
 
-def _point(kind: MetricKind, source: str | None, q: float, name: str, w: Window) -> float | None:
-    if kind is MetricKind.ERROR_RATE:
-        return w.events(source) / w.requests if w.requests else None
-    if kind is MetricKind.LATENCY:
-        h = w.histograms.get(source or "latency")
-        if h is None or h.count == 0:
-            return None
-        return interpolated_quantile(np.asarray(h.bounds), np.cumsum(h.counts).astype(float), q)
-    sc = w.means.get(source or name)
-    return sc.total / sc.count if sc and sc.count else None
+def _point(m: MetricSpec, w: Window) -> float | None:
+    found = point_value(m, w)
+    return None if found is None else found[0]
 
 
 def replay_file(name: str, parsed: Sequence[Parsed], spec: ExperimentSpec, out: TextIO,

@@ -1,7 +1,8 @@
 """The samples model: what one version did in one window, validated once.
 
 A *window* holds per-window increments for one version: requests, errors (in
-total and by class), latency histograms and sum/count pairs for means. Counts
+total and by class), latency histograms, sum/count pairs for means and the
+sums behind ratio metrics (:class:`RatioSums`). Counts
 are increments over aligned windows (``increase(x[w])`` per version), never
 rates, so that n travels with every number.
 
@@ -144,6 +145,30 @@ class SumCount:
 
 
 @dataclass(frozen=True)
+class RatioSums:
+    """One window's sums behind a ratio of per-request quantities (tokens / seconds).
+
+    ``numerator`` = sum of y_i, ``denominator`` = sum of x_i over ``count``
+    requests. The per-request second moments (sum of y_i^2, x_i^2, x_i y_i)
+    are optional and go together; with them the ratio's variance comes from
+    the requests themselves, without them from the spread between windows
+    (``analysis.means.RatioMoments``).
+    """
+
+    numerator: float
+    denominator: float
+    count: int
+    numerator_squares: float | None = None
+    denominator_squares: float | None = None
+    cross_products: float | None = None
+
+    @property
+    def has_moments(self) -> bool:
+        return (self.numerator_squares is not None and self.denominator_squares is not None
+                and self.cross_products is not None)
+
+
+@dataclass(frozen=True)
 class Window:
     """One version's increments over one window ending at time ``t`` (seconds)."""
 
@@ -155,6 +180,7 @@ class Window:
     histograms: Mapping[str, Histogram] = field(default_factory=dict)
     means: Mapping[str, SumCount] = field(default_factory=dict)
     weight: float | None = None  # configured traffic percent, for the SRM check
+    ratios: Mapping[str, RatioSums] = field(default_factory=dict)
 
     def events(self, source: str | None) -> int:
         """Error count for a class (``None``: all errors)."""

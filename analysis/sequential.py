@@ -270,3 +270,45 @@ def asymptotic_pvalue(excess: float, sigma: float, n: float, rho: float) -> floa
     nr = n * rho * rho
     log_alpha = 0.5 * math.log(nr + 1.0) - (excess / sigma) ** 2 * n * nr / (2.0 * (nr + 1.0))
     return min(1.0, math.exp(log_alpha))
+
+
+# --------------------------------------------------------------------------
+# The normal mixture on an asymptotically normal estimate with standard
+# error s: Lambda(theta0) = sqrt(s^2 / (s^2 + tau^2))
+# * exp(tau^2 (est - theta0)^2 / (2 s^2 (s^2 + tau^2))), the mixture over
+# N(theta0, tau^2) alternatives. With tau on the effect's own scale this is
+# the mixture SPRT of Johari, Pekelis & Walsh ("Always valid inference",
+# Oper. Res. 2022, §4); with tau = rho * sigma it is the asymptotic
+# confidence sequence above (asymptotic_halfwidth(sigma, n, alpha, rho) ==
+# normal_mixture_halfwidth(sigma / sqrt(n), rho * sigma, alpha)). The two
+# differ only in where the mixture's scale comes from; see analysis.means.
+# --------------------------------------------------------------------------
+
+
+def _log_sqrt1p_sq(tau: float, s: float) -> float:
+    """log sqrt(1 + (tau / s)^2) without overflow (tau, s > 0)."""
+    r = tau / s
+    return math.log(tau) - math.log(s) if r > 1e150 else 0.5 * math.log1p(r * r)
+
+
+def normal_mixture_halfwidth(s: float, tau: float, alpha: float) -> float:
+    """Two-sided half-width of {theta0 : Lambda(theta0) < 1/alpha}."""
+    if not s > 0:
+        return 0.0 if s == 0 else math.inf
+    if not (math.isfinite(s) and tau > 0):
+        return math.inf
+    inv = s / tau
+    w = inv * inv  # x * x saturates at inf; x ** 2 raises
+    return s * math.sqrt(2.0 * (1.0 + w) * (_log_sqrt1p_sq(tau, s) - math.log(alpha)))
+
+
+def normal_mixture_pvalue(excess: float, s: float, tau: float) -> float:
+    """1 / Lambda at distance ``excess`` beyond the null boundary (1 when excess <= 0)."""
+    if excess <= 0 or not tau > 0 or math.isnan(s):
+        return 1.0
+    if s <= 0:
+        return 0.0
+    z = excess / s
+    inv = s / tau
+    log_lambda = z * z / (2.0 * (1.0 + inv * inv)) - _log_sqrt1p_sq(tau, s)
+    return min(1.0, math.exp(-min(log_lambda, 745.0)))

@@ -3,7 +3,8 @@
 The control plane parses and validates ``Experiment`` documents (with
 ``file:line:column`` errors and a JSON Schema, ``controlplane.config``) and
 hands the engine an ``ExperimentSpec``; nothing here reads untrusted input.
-Latency values and margins are in seconds.
+Latency values, ``minEffect`` of latency metrics and ``threshold_s`` are in
+seconds; margins are relative (0.1 = 10 %).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from dataclasses import dataclass
 
 class MetricKind(enum.Enum):
     ERROR_RATE = "error_rate"
-    LATENCY = "latency"
+    LATENCY = "latency"  # a quantile of a histogram
+    SLOW_RATE = "slow_rate"  # the share of a histogram's observations above a bound
     MEAN = "mean"
+    RATIO = "ratio"  # a ratio of two per-request sums (tokens per second)
 
 
 class Direction(enum.Enum):
@@ -31,12 +34,40 @@ class MetricSpec:
     non_inferiority_margin: float
     min_samples: int = 0
     gating: bool = True
-    min_effect: float = 0.0  # rate, seconds (latency) or the mean's unit
+    min_effect: float = 0.0  # rate, seconds (latency) or the mean's / ratio's unit
     quantile: float = 0.95
     direction: Direction = Direction.HIGHER_IS_WORSE
-    source: str | None = None  # error class, histogram or mean name in the samples
+    source: str | None = None  # error class, histogram, mean or ratio name in the samples
     query: str | None = None  # a custom Prometheus query (the provider's business)
     primary: bool = False  # A/B tests: decides the winner
+    threshold_s: float | None = None  # slow_rate: observations above this bound are slow
+    numerator: str | None = None  # ratio: a mean whose sums are the numerator ...
+    denominator: str | None = None  # ... and one whose sums are the denominator
+
+    @property
+    def histogram(self) -> str | None:
+        """The histogram a latency or slow_rate metric reads (None for other kinds)."""
+        if self.kind in (MetricKind.LATENCY, MetricKind.SLOW_RATE):
+            return self.source or "latency"
+        return None
+
+    @property
+    def needs(self) -> tuple[tuple[str, str], ...]:
+        """The per-window series the metric reads, as (slot, name) pairs.
+
+        Slots: ``errors`` (name "" for all errors, else an error class),
+        ``histogram``, ``mean``, ``ratio``. What a provider must fill in a
+        :class:`analysis.samples.Window` for this metric.
+        """
+        if self.kind is MetricKind.ERROR_RATE:
+            return (("errors", self.source or ""),)
+        if self.histogram is not None:
+            return (("histogram", self.histogram),)
+        if self.kind is MetricKind.RATIO:
+            if self.numerator is not None and self.denominator is not None:
+                return (("mean", self.numerator), ("mean", self.denominator))
+            return (("ratio", self.source or self.name),)
+        return (("mean", self.source or self.name),)
 
 
 @dataclass(frozen=True)

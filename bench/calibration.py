@@ -1,9 +1,11 @@
-"""Calibration benchmark: false rollbacks and time to detect, side by side.
+"""Calibration benchmark: false rollbacks, time to detect and time to promote.
 
     python -m bench.calibration [--runs 1000] [--workers 2] [--seed 7]
+                                [--tables compare,promotion]
 
-Simulates canaries with one-minute looks (60 per run) and a ramp 5 -> 10 ->
-20 -> 30 -> 50 % (12 looks per step), then runs on the *same* simulated runs:
+Two tables. **compare**: simulated canaries with one-minute looks (60 per
+run) and a fixed ramp 5 -> 10 -> 20 -> 30 -> 50 % (12 looks per step), run
+through four judges on the *same* simulated runs:
 
 * Sluice: the real ``analysis.judge`` look by look (first ROLLBACK counts);
 * naive: one-sided z-test (errors: two proportions; latency: Welch on means)
@@ -15,7 +17,13 @@ Simulates canaries with one-minute looks (60 per run) and a ramp 5 -> 10 ->
   p95 > 1.2x the healthy p95; an empty window is a failed check too), rollback
   after 5 failed checks.
 
-Not a test: it prints a table (and the machine it ran on) for the README.
+**promotion** (``bench.promotion``): closed-loop canaries whose ramp follows
+Sluice's own decisions, at 10 and 100 req/s, with Envoy's default latency
+buckets and with those ``sluice bootstrap`` sets, gated on errors, p95
+latency or ``slow_rate``: how often and how fast a healthy canary is
+promoted, and how often a regression is rolled back.
+
+Not a test: it prints the tables (and the machine it ran on) for the README.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from analysis.judge import Decision, Look, judge, start
 from analysis.latency import interpolated_quantile
 from analysis.samples import Histogram, Window
 from analysis.spec import ExperimentSpec
+from bench import promotion
 from controlplane.config.experiment import experiment_from_mapping
 
 RAMP = (5.0, 10.0, 20.0, 30.0, 50.0)
@@ -110,6 +119,10 @@ def experiment(gating: str) -> ExperimentSpec:
     )
 
 
+def _parse(doc: dict[str, Any]) -> ExperimentSpec:
+    return experiment_from_mapping(doc).analysis
+
+
 @dataclass(frozen=True)
 class Sim:
     """Per-window counts, shape (runs, looks[, buckets])."""
@@ -162,11 +175,10 @@ def _window(sim: Sim, r: int, look: int, version: str) -> Window:
     )
 
 
-def run_engine(sim: Sim, spec: ExperimentSpec) -> tuple[NDArray[np.int64], int]:
-    """First ROLLBACK look (1-based, 0 = never) per run, and runs promoted."""
+def run_engine(sim: Sim, spec: ExperimentSpec) -> NDArray[np.int64]:
+    """First ROLLBACK look (1-based, 0 = never) per run."""
     runs, looks = sim.n_c.shape
     first = np.zeros(runs, dtype=np.int64)
-    promoted = 0
     for r in range(runs):
         state = start(spec, 0.0)
         for look in range(looks):
@@ -178,9 +190,8 @@ def run_engine(sim: Sim, spec: ExperimentSpec) -> tuple[NDArray[np.int64], int]:
                 first[r] = look + 1
                 break
             if j.decision is Decision.PROMOTE:
-                promoted += 1
                 break
-    return first, promoted
+    return first
 
 
 def _first_true(hit: NDArray[np.bool_]) -> NDArray[np.int64]:
@@ -266,11 +277,9 @@ def _task(args: tuple[int, int, int, int]) -> dict[str, object]:
     rng = np.random.default_rng([seed, row, chunk])
     sim = simulate(sc, runs, rng)
     metric = "latency" if sc.gating == "latency" else "errors"
-    engine, promoted = run_engine(sim, experiment(sc.gating))
     return {
         "row": row,
-        "engine": engine,
-        "promoted": promoted,
+        "engine": run_engine(sim, experiment(sc.gating)),
         "naive": run_naive(sim, metric),
         "kayenta": run_kayenta(sim, metric),
         "flagger": run_flagger(sim, sc, metric),
@@ -301,60 +310,80 @@ def machine() -> str:
     )
 
 
+def _promotion_task(args: tuple[int, int, int, int]) -> dict[str, object]:
+    return promotion.run_task(*args)
+
+
+def _chunks(rows: int, runs: int, chunk: int, seed: int) -> list[tuple[int, int, int, int]]:
+    tasks = []
+    for row in range(rows):
+        left, k = runs, 0
+        while left > 0:
+            tasks.append((row, k, min(chunk, left), seed))
+            left -= chunk
+            k += 1
+    return tasks
+
+
+def _merged(results: list[dict[str, object]], row: int, key: str) -> NDArray[np.int64]:
+    return np.concatenate([np.asarray(r[key]) for r in results if r["row"] == row])
+
+
+def _table(head: tuple[str, ...], width: int = 21) -> None:
+    line = f"| {'scenario':{_NAME}} | " + " | ".join(f"{h:{width}}" for h in head) + " |"
+    print(line)
+    print("|" + "|".join("-" * len(c) for c in line.split("|")[1:-1]) + "|")
+
+
+_NAME = 47
+
+
+def print_compare(results: list[dict[str, object]]) -> None:
+    print("Compare: % of runs rolled back (A/A rows: false rollbacks; others: detected), "
+          "then mean/p90 look of the rollback. Fixed ramp, 12 looks per step.")
+    print()
+    _table(("Sluice (this engine)", "naive z per look", "Kayenta-style MW", "Flagger-style"))
+    for row, sc in enumerate(SCENARIOS):
+        cells = [f"{_cell(_merged(results, row, c)):21}"
+                 for c in ("engine", "naive", "kayenta", "flagger")]
+        print(f"| {sc.name:{_NAME}} | " + " | ".join(cells) + " |")
+
+
+def print_promotion(results: list[dict[str, object]]) -> None:
+    print("Promotion: closed loop (ADVANCE moves the traffic), soak 5 min per step, "
+          "earliest promotion at look 25. Cells: % of runs, then mean/p90 look.")
+    print()
+    _table(("rolled back", "promoted", "holding at look 60"))
+    for row, sc in enumerate(promotion.SCENARIOS):
+        rb, pr = _merged(results, row, "rollback"), _merged(results, row, "promote")
+        held = 100.0 * float(np.mean((rb == 0) & (pr == 0)))
+        print(f"| {sc.name:{_NAME}} | {promotion.cell(rb):21} | {promotion.cell(pr):21} | "
+              f"{held:5.1f} %{'':14} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.calibration")
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--chunk", type=int, default=125)
+    ap.add_argument("--tables", default="compare,promotion",
+                    help="comma-separated: compare, promotion")
     args = ap.parse_args(argv)
+    tables = {t.strip() for t in args.tables.split(",") if t.strip()}
     t0 = time.perf_counter()
-    tasks = []
-    for row in range(len(SCENARIOS)):
-        left, chunk = args.runs, 0
-        while left > 0:
-            tasks.append((row, chunk, min(args.chunk, left), args.seed))
-            left -= args.chunk
-            chunk += 1
-    with multiprocessing.Pool(args.workers) as pool:
-        results = pool.map(_task, tasks)
-    cols = ("engine", "naive", "kayenta", "flagger")
-    print(
-        f"Calibration: {args.runs} simulated runs per row, 60 one-minute looks, ramp "
-        f"5/10/20/30/50 %, alpha 0.05 (seed {args.seed})"
-    )
+    print(f"Calibration: {args.runs} simulated runs per row, 60 one-minute looks, ramp "
+          f"5/10/20/30/50 %, alpha 0.05 (seed {args.seed})")
     print(f"Machine: {machine()}")
-    print()
-    print(
-        "Cells: % of runs rolled back (A/A rows: false rollbacks; others: detected), "
-        "then mean/p90 look of the rollback."
-    )
-    print()
-    head = (
-        f"| {'scenario':28} | "
-        + " | ".join(
-            f"{n:21}"
-            for n in (
-                "Sluice (this engine)",
-                "naive z per look",
-                "Kayenta-style MW",
-                "Flagger-style",
-            )
-        )
-        + " | promoted |"
-    )
-    print(head)
-    print("|" + "|".join("-" * (len(c) + 0) for c in head.split("|")[1:-1]) + "|")
-    for row, sc in enumerate(SCENARIOS):
-        parts = [r for r in results if r["row"] == row]
-        cells = []
-        for c in cols:
-            arr = np.concatenate([np.asarray(p[c]) for p in parts])
-            cells.append(f"{_cell(arr):21}")
-        promoted = sum(int(str(p["promoted"])) for p in parts)
-        print(
-            f"| {sc.name:28} | " + " | ".join(cells) + f" | {100.0 * promoted / args.runs:6.1f} % |"
-        )
+    with multiprocessing.Pool(args.workers) as pool:
+        if "compare" in tables:
+            print()
+            print_compare(pool.map(_task, _chunks(len(SCENARIOS), args.runs, args.chunk,
+                                                  args.seed)))
+        if "promotion" in tables:
+            print()
+            print_promotion(pool.map(_promotion_task, _chunks(
+                len(promotion.SCENARIOS), args.runs, args.chunk, args.seed)))
     print()
     print(f"wall time {time.perf_counter() - t0:.0f} s with {args.workers} worker(s)")
     return 0
@@ -363,6 +392,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 
-
-def _parse(doc: dict[str, Any]) -> ExperimentSpec:
-    return experiment_from_mapping(doc).analysis

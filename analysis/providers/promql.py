@@ -25,6 +25,10 @@ pod selector; *required* ones must answer for every version):
   ``vllm:request_prompt_tokens`` and ``vllm:request_generation_tokens``
   ``_sum``/``_count{P}`` (pod ones required).
 
+A ``slow_rate`` metric reads its histogram as ``latency`` does; a ``ratio``
+reads the two means named by ``numerator`` and ``denominator``
+(``MetricSpec.needs``).
+
 ``pod_5xx`` is what vLLM's OpenAI server counts itself (its HTTP metrics, from
 ``prometheus-fastapi-instrumentator``: ``status`` is ``5xx`` when grouped, the
 code otherwise), for requests that failed inside the pod; Envoy's ``5xx`` also
@@ -142,9 +146,53 @@ class Query:
 def _custom_slot(m: MetricSpec) -> str:
     if m.kind is MetricKind.ERROR_RATE:
         return m.source or ""  # "": the errors total
-    if m.kind is MetricKind.LATENCY:
-        return m.source or "latency"
-    return m.source or m.name
+    return m.histogram or m.source or m.name  # latency and slow_rate: the histogram
+
+
+def _builtin(m: MetricSpec, histogram: bool, name: str, envoy: str,
+             pods: Mapping[str, str]) -> list[Query]:
+    """Queries for one built-in histogram or mean (``name``) of a metric."""
+    queries: list[Query] = []
+    what = "mean" if m.kind is MetricKind.RATIO else m.kind.value
+    table = _HISTOGRAMS if histogram else _MEANS
+    if name not in table:
+        raise ProviderError(
+            f"metric {m.name}: no built-in {what} {excerpt(name)} "
+            f"(known: {', '.join(table)}); give it a query"
+        )
+    bases, on_pods = table[name]
+    suffixes = ("bucket",) if histogram else ("sum", "count")
+    scale = 1.0 if on_pods else 0.001
+    for suffix in suffixes:
+        slot = "hist" if suffix == "bucket" else suffix
+        group = f"{slot}:{name}"
+        for base in bases:
+            if on_pods:
+                queries += [
+                    Query(
+                        f"{base}_{suffix}{{{pods[v]}}}",
+                        slot,
+                        name,
+                        v,
+                        True,
+                        scale if suffix != "count" else 1.0,
+                        group=group,
+                    )
+                    for v in pods
+                ]
+            else:
+                queries.append(
+                    Query(
+                        f"{base}_{suffix}{{{envoy}}}",
+                        slot,
+                        name,
+                        None,
+                        False,
+                        scale if suffix != "count" else 1.0,
+                        group=group,
+                    )
+                )
+    return queries
 
 
 def plan(target: Target, pod_selector: str = DEFAULT_POD_SELECTOR) -> tuple[Query, ...]:
@@ -194,43 +242,11 @@ def plan(target: Target, pod_selector: str = DEFAULT_POD_SELECTOR) -> tuple[Quer
                     f"{', '.join([*_ENVOY_CLASSES, *_POD_CLASSES])}); give it a query"
                 )
             continue
-        name = _custom_slot(m)
-        table = _HISTOGRAMS if m.kind is MetricKind.LATENCY else _MEANS
-        if name not in table:
-            raise ProviderError(
-                f"metric {m.name}: no built-in {m.kind.value} {excerpt(name)} "
-                f"(known: {', '.join(table)}); give it a query"
-            )
-        bases, on_pods = table[name]
-        suffixes = ("bucket",) if m.kind is MetricKind.LATENCY else ("sum", "count")
-        scale = 1.0 if on_pods else 0.001
-        for suffix in suffixes:
-            slot = "hist" if suffix == "bucket" else suffix
-            group = f"{slot}:{name}"
-            for base in bases:
-                if on_pods:
-                    queries += [
-                        Query(
-                            f"{base}_{suffix}{{{pods[v]}}}",
-                            slot,
-                            name,
-                            v,
-                            True,
-                            scale if suffix != "count" else 1.0,
-                            group=group,
-                        )
-                        for v in target.versions
-                    ]
-                else:
-                    queries.append(
-                        Query(
-                            f"{base}_{suffix}{{{envoy}}}",
-                            slot,
-                            name,
-                            None,
-                            False,
-                            scale if suffix != "count" else 1.0,
-                            group=group,
-                        )
-                    )
+        for slot_kind, name in m.needs:  # a slow_rate reads a histogram, a ratio two means
+            if slot_kind == "ratio":
+                raise ProviderError(
+                    f"metric {m.name}: Prometheus has no built-in ratio {excerpt(name)}; set "
+                    "numerator and denominator (two means)"
+                )
+            queries += _builtin(m, slot_kind == "histogram", name, envoy, pods)
     return tuple(dict.fromkeys(queries))

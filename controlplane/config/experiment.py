@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 import yaml
 
 from analysis.spec import Direction, ExperimentSpec, MetricKind, MetricSpec, Step
-from controlplane.config.durations import format_time
 from controlplane.config.errors import Errors
-from controlplane.config.experiment_shapes import EXPERIMENT_SPEC, TIME_KINDS
+from controlplane.config.experiment_metrics import advise_experiment, check_guards, check_metrics
+from controlplane.config.experiment_shapes import EXPERIMENT_SPEC
 from controlplane.config.fields import Value
 from controlplane.config.kinds import Accepted, Document, KindDef
 from controlplane.experiment import (
@@ -79,10 +79,10 @@ def check_experiment(doc: Document, errors: Errors) -> None:
     metrics = spec.get("metrics")
     kinds: dict[str, str] = {}
     if metrics is not None:
-        kinds = _check_metrics(doc, spec, metrics, strategy, errors)
+        kinds = check_metrics(doc, spec, metrics, strategy, errors)
     guards = spec.get("guards")
     if guards is not None and metrics is not None:
-        _check_guards(doc, guards, kinds, errors)
+        check_guards(doc, guards, kinds, errors)
     abtest = spec.get("abtest")
     if abtest is not None and abtest.has("match") and abtest.has("weight"):
         doc.error(errors, abtest.fields()["weight"], f"{abtest.path}.weight",
@@ -134,96 +134,6 @@ def _check_steps(doc: Document, steps: Value, errors: Errors) -> None:
         previous = weight
 
 
-def _check_metrics(doc: Document, spec: Value, metrics: Value, strategy: Strategy | None,
-                   errors: Errors) -> dict[str, str]:
-    kinds: dict[str, str] = {}
-    first: dict[str, Value] = {}
-    source = spec.get("metricsSource")
-    prometheus = source is not None and source.has("prometheus")
-    for metric in metrics.items():
-        name, kind = metric.get("name"), metric.get("kind")
-        if name is not None:
-            if name.text() in first:
-                doc.error(errors, name.mark, name.path,
-                          f"duplicate metric name '{name.text()}' (first at line "
-                          f"{first[name.text()].mark.line})")
-            else:
-                first[name.text()] = name
-                if kind is not None:
-                    kinds[name.text()] = kind.text()
-        if kind is None:
-            continue
-        k = kind.text()
-        fields = metric.fields()
-        if "quantile" in fields and k != "latency":
-            doc.error(errors, fields["quantile"], f"{metric.path}.quantile",
-                      f"only valid with kind latency (kind is {k})")
-        if "direction" in fields and k != "mean":
-            doc.error(errors, fields["direction"], f"{metric.path}.direction",
-                      f"only valid with kind mean ({k}: only an increase is harmful)")
-        direction, harm = metric.get("direction"), metric.get("harmMargin")
-        if (direction is not None and direction.text() == "lowerIsWorse" and harm is not None
-                and harm.number() >= 1):
-            doc.error(errors, harm, harm.path,
-                      "must be below 1 when lower is worse (a drop of 100 % or more cannot "
-                      "happen)")
-        effect = metric.get("minEffect")
-        if effect is not None:
-            _check_unit(doc, effect, k, "minEffect", errors)
-        if "query" in fields and not prometheus:
-            doc.error(errors, fields["query"], f"{metric.path}.query",
-                      "a query needs metricsSource: {prometheus: {url: ...}}")
-        if "primary" in fields and strategy is not None and strategy is not Strategy.ABTEST:
-            doc.error(errors, fields["primary"], f"{metric.path}.primary",
-                      f"only valid with strategy abtest (strategy is {strategy.value})")
-    return kinds
-
-
-def _check_unit(doc: Document, v: Value, kind: str, what: str, errors: Errors) -> None:
-    if kind in TIME_KINDS and not _is_text(v) and v.number() != 0:
-        number = v.number()
-        doc.error(errors, v, v.path,
-                  f"a {kind} metric takes a duration with its unit, e.g. "
-                  f"{format_time(number / 1000)} or {format_time(number)}; a bare number "
-                  f"({number:g}) would leave the unit to guesswork")
-    elif kind not in TIME_KINDS and _is_text(v):
-        doc.error(errors, v, v.path,
-                  f"a {kind} metric takes a plain number here (in the metric's own unit), "
-                  f"not a duration ({v.node.value!s:.20})")
-
-
-def _check_guards(doc: Document, guards: Value, kinds: dict[str, str], errors: Errors) -> None:
-    for guard in guards.items():
-        metric, above = guard.get("metric"), guard.get("above")
-        if metric is None:
-            continue
-        kind = kinds.get(metric.text())
-        if kind is None:
-            known = ", ".join(kinds) or "none"
-            doc.error(errors, metric, metric.path,
-                      f"no metric named '{metric.text()}' in spec.metrics (known: {known})")
-            continue
-        if above is not None:
-            _check_unit(doc, above, kind, "above", errors)
-
-
-def advise_experiment(doc: Document, warnings: Errors) -> None:
-    """Settings that are valid but probably not what was meant."""
-    spec = doc.spec
-    metrics = spec.get("metrics") if spec is not None else None
-    if metrics is None:
-        return
-    for metric in metrics.items():
-        ni, harm = metric.get("nonInferiorityMargin"), metric.get("harmMargin")
-        if ni is None or harm is None or ni.number() <= harm.number():
-            continue
-        doc.error(warnings, ni, ni.path,
-                  f"{ni.number():g} exceeds harmMargin {harm.number():g}: a candidate worse "
-                  f"by between {harm.number():.0%} and {ni.number():.0%} may be promoted or "
-                  "rolled back, whichever evidence comes first; set nonInferiorityMargin <= "
-                  "harmMargin so that the outcome depends on the effect alone")
-
-
 # --- building -------------------------------------------------------------------------
 
 
@@ -253,6 +163,9 @@ def _metric(v: Value) -> MetricSpec:
         source=_opt(v, "source", Value.text, None),
         query=_opt(v, "query", Value.text, None),
         primary=_opt(v, "primary", Value.flag, False),
+        threshold_s=_opt(v, "threshold", Value.number, None),
+        numerator=_opt(v, "numerator", Value.text, None),
+        denominator=_opt(v, "denominator", Value.text, None),
     )
 
 

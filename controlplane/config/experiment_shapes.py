@@ -23,8 +23,9 @@ from controlplane.config.fields import (
 from controlplane.config.shapes import HEADER, NAME
 from controlplane.experiment import OnStall, Strategy
 
-METRIC_KINDS = ("error_rate", "latency", "mean")
+METRIC_KINDS = ("error_rate", "latency", "slow_rate", "mean", "ratio")
 TIME_KINDS = ("latency",)  # whose minEffect and guard thresholds are durations
+DIRECTED_KINDS = ("mean", "ratio")  # that may set direction
 
 METRIC_NAME = Str(
     pattern=r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$",
@@ -42,8 +43,10 @@ METRIC = Obj(
     fields=(
         Field("name", METRIC_NAME, "Metric name, unique in the experiment.", required=True),
         Field("kind", Str(enum=METRIC_KINDS),
-              "error_rate: errors per request; latency: a quantile of a histogram; mean: a "
-              "sum/count mean.", required=True),
+              "error_rate: errors per request; latency: a quantile of a histogram; "
+              "slow_rate: the share of requests slower than threshold (exact with any "
+              "buckets); mean: a sum/count mean; ratio: a ratio of two per-request sums "
+              "(tokens per second, TTFT per prompt token).", required=True),
         Field("harmMargin", Float(minimum=0.0),
               "Relative: 0.1 = 10 % worse is harm; evidence beyond it rolls back.",
               required=True),
@@ -55,15 +58,27 @@ METRIC = Obj(
         Field("gating", Bool(), "false: reported only, never decides.", default=True),
         Field("minEffect", NUMBER_OR_TIME,
               "Absolute floor under which differences count as equal: a rate (0.005) for "
-              "error_rate, a duration (20ms) for latency, the mean's unit for mean.",
-              default=0),
+              "error_rate and slow_rate, a duration (20ms) for latency, the metric's own "
+              "unit for mean and ratio.", default=0),
         Field("quantile", Float(exclusive_minimum=0.0, maximum=0.9999),
               "latency only: the quantile judged (0.95 = p95).", default=0.95),
+        Field("threshold", Time(positive=True),
+              "slow_rate only (required there): requests slower than this are slow. It must "
+              "be a bucket bound of the source histogram (e.g. 500ms or 1s on Envoy's "
+              "upstream_rq_time, which are bounds of both Envoy's default buckets and those "
+              "sluice bootstrap sets)."),
+        Field("numerator", METRIC_NAME,
+              "ratio only: the mean (sum/count series) whose sums are the numerator, e.g. "
+              "output_tokens; goes with denominator. Without both, the ratio is read from "
+              "the samples' ratios under source."),
+        Field("denominator", METRIC_NAME,
+              "ratio only: the mean whose sums are the denominator, e.g. e2e (seconds)."),
         Field("direction", Str(enum=("higherIsWorse", "lowerIsWorse")),
-              "mean only: which way is harm.", default="higherIsWorse"),
+              "mean and ratio only: which way is harm.", default="higherIsWorse"),
         Field("source", METRIC_NAME,
-              "Which series: an error class, a histogram (latency, ttft, itl, e2e) or a "
-              "mean's name; default depends on the kind."),
+              "Which series: an error class, a histogram (latency, ttft, itl, e2e) for "
+              "latency and slow_rate, a mean's or a ratio's name; default: all errors, the "
+              "latency histogram, or the metric's name."),
         Field("query", PROMQL,
               "Prometheus only: your own query for this metric's per-window count, with "
               "{{service}}, {{version}} and {{interval}} placeholders."),
@@ -71,6 +86,28 @@ METRIC = Obj(
               "abtest: a primary metric; the test's winner is the arm that is superior on "
               "every primary metric.", default=False),
     ),
+    schema_extra={
+        "allOf": [
+            {"anyOf": [
+                {"properties": {"kind": {"enum": ["slow_rate"]}}, "required": ["threshold"]},
+                {"properties": {"kind": {"enum": [k for k in METRIC_KINDS
+                                                  if k != "slow_rate"]}},
+                 "not": {"required": ["threshold"]}},
+            ]},
+            {"anyOf": [
+                {"properties": {"kind": {"enum": ["ratio"]}},
+                 "not": {"anyOf": [{"required": ["numerator", "source"]},
+                                   {"required": ["denominator", "source"]}]}},
+                {"not": {"anyOf": [{"required": ["numerator"]},
+                                   {"required": ["denominator"]}]}},
+            ]},
+            {"anyOf": [
+                {"required": ["numerator", "denominator"]},
+                {"not": {"anyOf": [{"required": ["numerator"]},
+                                   {"required": ["denominator"]}]}},
+            ]},
+        ]
+    },
 )
 
 STEP = Obj(
@@ -118,8 +155,9 @@ GUARD = Obj(
         Field("metric", METRIC_NAME, "A metric of this experiment.", required=True),
         Field("above", NUMBER_OR_TIME,
               "Threshold on the candidate's value in the latest window: a rate for "
-              "error_rate (0.5 = half the requests), a duration for latency, the mean's "
-              "unit for mean.", required=True),
+              "error_rate and slow_rate (0.5 = half the requests), a duration for latency, "
+              "the metric's unit for mean and ratio (below it, when lower is worse).",
+              required=True),
         Field("minRequests", Int(minimum=1, maximum=10**9),
               "Candidate requests the window needs before the guard may fire.", default=20),
     ),

@@ -13,13 +13,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from analysis.judge import Decision, JudgeState, Judgment, Look, Phase, judge
-from analysis.latency import interpolated_quantile
 from analysis.samples import Window
 from analysis.spec import Direction, MetricKind
-from analysis.verdicts import MetricVerdict, Verdict
+from analysis.verdicts import MetricVerdict, Verdict, point_value
 from controlplane.config.durations import format_time
 from controlplane.experiment import Experiment, Guard
 from controlplane.rollout.machine import Event
@@ -62,21 +59,13 @@ def propose(judgment: Judgment, look: Look, check_srm: bool) -> Proposal:
 
 
 def window_value(experiment: Experiment, metric_name: str, w: Window) -> tuple[float, int] | None:
-    """A metric's value in one window of one version, with its n; None when unknown."""
+    """A metric's value in one window of one version, with its n; None when unknown.
+
+    Error and slow rates (a share of requests), the interpolated latency
+    quantile (seconds), the mean, the ratio (``analysis.verdicts.point_value``).
+    """
     spec = next((m for m in experiment.analysis.metrics if m.name == metric_name), None)
-    if spec is None:
-        return None
-    if spec.kind is MetricKind.ERROR_RATE:
-        return (w.events(spec.source) / w.requests, w.requests) if w.requests else None
-    if spec.kind is MetricKind.LATENCY:
-        h = w.histograms.get(spec.source or "latency")
-        if h is None or h.count == 0:
-            return None
-        bounds = np.asarray(h.bounds)
-        q = interpolated_quantile(bounds, np.cumsum(h.counts).astype(float), spec.quantile)
-        return (q, h.count) if math.isfinite(q) else None
-    sc = w.means.get(spec.source or spec.name)
-    return (sc.total / sc.count, sc.count) if sc and sc.count else None
+    return None if spec is None else point_value(spec, w)
 
 
 def tripped(experiment: Experiment, candidate: Window | None) -> str | None:
@@ -113,7 +102,7 @@ def _show(experiment: Experiment, guard: Guard, value: float) -> str:
     found = _metric_kind(experiment, guard.metric)
     if found is not None and found[0] is MetricKind.LATENCY:
         return format_time(value)
-    if found is not None and found[0] is MetricKind.ERROR_RATE:
+    if found is not None and found[0] in (MetricKind.ERROR_RATE, MetricKind.SLOW_RATE):
         return f"{value:.1%}"
     return f"{value:.4g}"
 

@@ -4,6 +4,7 @@ A crash on the decision path is worst exactly when the evidence of harm is
 strongest (a rollback would be lost), so these cover extreme counts too.
 """
 
+import functools
 import math
 from typing import Any
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from analysis.judge import Decision, Look, judge, start
 from analysis.latency import _order_pvalue, howard_ramdas_band
-from analysis.samples import Histogram, SumCount, Window
+from analysis.samples import Histogram, RatioSums, SumCount, Window
 from analysis.spec import ExperimentSpec
 from controlplane.config.experiment import experiment_from_mapping
 
@@ -22,6 +23,7 @@ ENVOY_BOUNDS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
                 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, math.inf)
 
 
+@functools.cache
 def _spec(quantile: float = 0.95, harm: float = 0.2) -> ExperimentSpec:
     return _parse({
         "apiVersion": "sluice.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": "x"},
@@ -35,6 +37,15 @@ def _spec(quantile: float = 0.95, harm: float = 0.2) -> ExperimentSpec:
                  "nonInferiorityMargin": 0.25, "minSamples": 300},
                 {"name": "tokens", "kind": "mean", "harmMargin": 0.1,
                  "nonInferiorityMargin": 0.1},
+                {"name": "slow", "kind": "slow_rate", "threshold": "500ms", "harmMargin": harm,
+                 "nonInferiorityMargin": 0.5, "minEffect": 0.001, "minSamples": 300},
+                {"name": "slow-off-bound", "kind": "slow_rate", "threshold": "300ms",
+                 "source": "ttft", "harmMargin": 0.0, "nonInferiorityMargin": 0.5},
+                {"name": "tps", "kind": "ratio", "harmMargin": min(harm, 0.5),
+                 "nonInferiorityMargin": 0.1, "direction": "lowerIsWorse"},
+                {"name": "tps-means", "kind": "ratio", "numerator": "tokens",
+                 "denominator": "seconds", "harmMargin": 0.0, "nonInferiorityMargin": 0.0,
+                 "minEffect": 1.0},
             ],
         },
     })
@@ -77,7 +88,9 @@ def test_order_pvalue_is_finite_for_overwhelming_evidence() -> None:
 
 _count = st.integers(min_value=0, max_value=10**15)
 _hist = st.lists(_count, min_size=len(ENVOY_BOUNDS), max_size=len(ENVOY_BOUNDS))
-_side = st.tuples(_count, _count, _hist, st.floats(0, 1e300), _count)
+_sum = st.floats(0, 1e300)
+_ratio = st.tuples(_sum, _sum, _count, st.none() | st.tuples(_sum, _sum, _sum))
+_side = st.tuples(_count, _count, _hist, _sum, _count, _ratio)
 _look = st.one_of(st.none(), st.tuples(_side, _side))
 
 
@@ -93,12 +106,16 @@ def test_no_finite_non_negative_counts_make_a_verdict_raise(looks, quantile, har
             state, j = judge(state, Look(t, None, None))
             continue
         windows = []
-        for version, (requests, errors, hist, total, count) in zip("cb", look, strict=True):
+        for version, (requests, errors, hist, total, count, ratio) in zip("cb", look,
+                                                                           strict=True):
             errors = min(errors, requests)
+            h = Histogram(ENVOY_BOUNDS, tuple(hist))
+            num, den, n, moments = ratio
             windows.append(Window(
                 t, version, requests, errors,
-                histograms={"latency": Histogram(ENVOY_BOUNDS, tuple(hist))},
-                means={"tokens": SumCount(total, count)}))
+                histograms={"latency": h, "ttft": h},
+                means={"tokens": SumCount(total, count), "seconds": SumCount(den, count)},
+                ratios={"tps": RatioSums(num, den, n, *(moments or (None, None, None)))}))
         state, j = judge(state, Look(t, windows[0], windows[1]))
         assert j.decision in Decision
         for v in j.metrics:
