@@ -49,9 +49,14 @@ def propose(judgment: Judgment, look: Look, check_srm: bool) -> Proposal:
     if d is Decision.PROMOTE:
         return Proposal(Event.PROMOTE, judgment.reason, False)
     gating = [v for v in judgment.metrics if v.gating]
+    # A gating quantile whose buckets can never show its margin is as stuck as one
+    # without data: it counts against the stall budget, so onStall decides (not a
+    # silent hold forever).
+    stuck = any(v.verdict is Verdict.INCONCLUSIVE and v.details.get("coarse_buckets")
+                for v in gating)
     starving = (look.excluded is not None
                 or any(v.verdict is Verdict.NODATA for v in gating)
-                or (check_srm and judgment.srm.mismatch))
+                or (check_srm and judgment.srm.mismatch) or stuck)
     return Proposal(Event.HOLD if starving else Event.WAIT, judgment.reason, starving)
 
 
