@@ -5,11 +5,14 @@ Read-only views over the store and the xDS server; nothing here mutates state.
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from controlplane import statuspage
+from controlplane.api_auth import Auth
 from controlplane.api_experiments import ExperimentsApi
 from controlplane.config import service_to_dict
 from controlplane.consistency import consistency
@@ -20,6 +23,7 @@ from controlplane.model import (
     listener_name,
     route_config_name,
 )
+from controlplane.openapi import openapi_document
 from controlplane.store import Store
 from xds.server import XdsServer
 
@@ -35,21 +39,28 @@ def _short(type_url: str) -> str:
 
 class AdminApi:
     def __init__(self, store: Store, xds: XdsServer, metrics: Metrics,
-                 experiments: ExperimentsApi | None = None) -> None:
+                 experiments: ExperimentsApi | None = None, auth: Auth | None = None,
+                 tls: tuple[str, str] | None = None) -> None:
         self.store = store
         self.xds = xds
         self.metrics = metrics
         self.experiments = experiments
+        self.auth = auth or Auth()
+        self.tls = tls
+        # Kubernetes mode: per discovered version, its source, endpoint count and notes.
+        self.discovery_view: Callable[[str], dict[str, Any]] | None = None
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self.auth.middleware],
+                              client_max_size=64 * 1024)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.prometheus)
         app.router.add_get("/api/v1/services", self.services)
         app.router.add_get("/api/v1/proxies", self.proxies)
         app.router.add_get("/api/v1/services/{name}/consistency", self.consistency)
+        app.router.add_get("/api/v1/openapi.json", self.openapi)
         if self.experiments is not None:
             self.experiments.routes(app)
         statuspage.register(app)
@@ -58,7 +69,11 @@ class AdminApi:
     async def start(self, host: str, port: int) -> int:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.tls)
+        site = web.TCPSite(self._runner, host, port, ssl_context=context)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -69,6 +84,9 @@ class AdminApi:
             await self._runner.cleanup()
             self._runner = None
 
+    async def openapi(self, _: web.Request) -> web.Response:
+        return web.json_response(openapi_document())
+
     async def healthz(self, _: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -76,7 +94,9 @@ class AdminApi:
         if self.store.ready:
             return web.Response(text="ready\n")
         waiting = [s.name for s in self.store.sources() if not s.synced]
-        return web.Response(status=503, text=f"waiting for sources: {', '.join(waiting)}\n")
+        lines = [f"waiting for sources: {', '.join(waiting)}"] if waiting else []
+        lines += [f"{key}: {message}" for key, message in self.store.conditions().items()]
+        return web.Response(status=503, text="\n".join(lines) + "\n")
 
     async def prometheus(self, _: web.Request) -> web.Response:
         return web.Response(
@@ -110,6 +130,8 @@ class AdminApi:
                     "spec": service_to_dict(declared[service.name])["spec"],
                 }
             )
+            if self.discovery_view is not None and (found := self.discovery_view(service.name)):
+                services[-1]["discovery"] = found
         body: dict[str, Any] = {
             "revision": self.store.revision,
             "snapshot": self.xds.cache.snapshot.version,

@@ -2,9 +2,8 @@
 
 ``GET /api/v1/experiments[/NAME]`` are open like the other reads.
 ``POST /api/v1/experiments/NAME/{promote,abort,pause,resume}`` change traffic,
-so they need ``Authorization: Bearer TOKEN`` with the token from
-``--api-token-file``: 401 without a valid token, 403 when the server has no
-token file at all (mutations are then disabled, not open).
+so they need a write token (``controlplane.api_auth``); every attempt, allowed
+or refused, goes to the audit log (``GET /api/v1/audit``, ``sluice audit``).
 ``GET /api/v1/experiments/NAME/samples.jsonl`` exports the run's windows in
 the form ``sluice replay`` reads; ``GET /api/v1/experiments/NAME/looks`` the
 run's looks (``?run=`` another run), each with its per-metric evidence.
@@ -12,41 +11,34 @@ run's looks (``?run=`` another run), each with its per-metric evidence.
 
 from __future__ import annotations
 
-import hmac
 import json
-from pathlib import Path
+import time
 from typing import Any
 
 from aiohttp import web
 
+from controlplane.api_auth import Auth
 from controlplane.rollout.manager import RolloutManager
 
 ACTIONS = ("promote", "abort", "pause", "resume")
 
 
-def read_token(path: str | None) -> str | None:
-    """The bearer token in ``path`` (surrounding whitespace ignored); errors name the file."""
-    if path is None:
-        return None
-    try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ValueError(f"--api-token-file {path}: {exc.strerror or exc}") from exc
-    if len(token) < 16:
-        raise ValueError(f"--api-token-file {path}: the token must be at least 16 characters")
-    return token
+AUDIT = ("audit", "admin")  # journal kind and name of the audit log
 
 
 class ExperimentsApi:
-    def __init__(self, manager: RolloutManager, token: str | None) -> None:
+    def __init__(self, manager: RolloutManager, auth: Auth | str | None) -> None:
         self.manager = manager
-        self.token = token
+        if isinstance(auth, str):
+            auth = Auth(write={"token": auth})
+        self.auth = auth or Auth()
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v1/experiments", self.list)
         app.router.add_get("/api/v1/experiments/{name}", self.get)
         app.router.add_get("/api/v1/experiments/{name}/samples.jsonl", self.samples)
         app.router.add_get("/api/v1/experiments/{name}/looks", self.looks)
+        app.router.add_get("/api/v1/audit", self.audit)
         for action in ACTIONS:
             app.router.add_post(f"/api/v1/experiments/{{name}}/{action}", self._action(action))
 
@@ -83,27 +75,32 @@ class ExperimentsApi:
 
     def _action(self, action: str):  # type: ignore[no-untyped-def]
         async def handle(request: web.Request) -> web.Response:
-            denied = self._denied(request)
-            if denied is not None:
-                return denied
+            who, denied = self.auth.writer(request)
             name = request.match_info["name"]
-            who = request.headers.get("x-sluice-user", "api")[:64]
-            status, message = await self.manager.command(name, action, who)
+            if denied is not None:
+                self._audit(request, action, name, denied.status, "refused: no valid token")
+                return denied
+            status, message = await self.manager.command(name, action, who or "api")
+            self._audit(request, action, name, status, message, who)
             body = {"message": message, "experiment": self.manager.view(name)}
             return web.json_response(body, status=status)
 
         return handle
 
-    def _denied(self, request: web.Request) -> web.Response | None:
-        if self.token is None:
-            return _error(403, "mutations are disabled: start sluice serve with "
-                               "--api-token-file to allow them")
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                                 self.token.encode()):
-            return web.json_response({"error": "missing or invalid bearer token"}, status=401,
-                                     headers={"WWW-Authenticate": 'Bearer realm="sluice"'})
-        return None
+    def _audit(self, request: web.Request, action: str, name: str, status: int, message: str,
+               who: str | None = None) -> None:
+        self.manager.journal.append(*AUDIT, {
+            "at": time.time(), "who": who, "peer": request.remote,
+            "user": request.headers.get("x-sluice-user", "")[:64] or None,
+            "action": action, "experiment": name[:128], "status": status,
+            "message": message[:300]})
+
+    async def audit(self, request: web.Request) -> web.Response:
+        try:
+            limit = max(1, min(1000, int(request.query.get("limit", "100"))))
+        except ValueError:
+            return _error(400, "limit must be an integer")
+        return web.json_response({"entries": self.manager.journal.events(*AUDIT, limit=limit)})
 
 
 LOOK_METRIC_KEYS = ("name", "kind", "gating", "verdict", "n", "estimate", "interval", "evalue",

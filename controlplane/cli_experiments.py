@@ -97,6 +97,47 @@ def _num(x: object) -> str:
     return "-"
 
 
+def _token(path: str | None) -> str | None:
+    token = os.environ.get("SLUICE_API_TOKEN")
+    if path:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read().strip()
+        # a file of NAME TOKEN lines: use the first token
+        token = text.splitlines()[0].split()[-1] if text else None
+    return token
+
+
+def audit(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="sluice audit",
+                                description="Who tried which mutation, when, and the result.")
+    p.add_argument("--admin-address", default=DEFAULT_ADMIN, metavar="HOST:PORT")
+    p.add_argument("--token-file", default=os.environ.get("SLUICE_API_TOKEN_FILE"),
+                   help="a read or write token, when the server requires one for reads")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    args = p.parse_args(argv)
+    try:
+        code, body = _request("GET", f"{_base(args.admin_address)}/api/v1/audit?limit="
+                              f"{args.limit}", _token(args.token_file))
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"sluice audit: cannot reach {args.admin_address}: {exc}", file=sys.stderr)
+        return 1
+    if code != 200:
+        print(f"sluice audit: {(body or {}).get('error', code)}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps(body, indent=2, sort_keys=True))
+        return 0
+    import time as _time
+
+    rows = [[_time.strftime("%Y-%m-%d %H:%M:%S", _time.gmtime(e["at"])), e.get("who") or "-",
+             e.get("peer") or "-", f"{e['action']} {e['experiment']}", str(e["status"]),
+             (e.get("message") or "")[:60]] for e in body["entries"]]
+    print(_table(rows, ["WHEN (UTC)", "WHO", "FROM", "WHAT", "STATUS", "RESULT"])
+          if rows else "no mutations recorded")
+    return 0
+
+
 def status(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="sluice status", description="Experiments and evidence.")
     p.add_argument("name", nargs="?", help="one experiment (with its metrics and decisions)")

@@ -45,12 +45,14 @@ import argparse
 import ipaddress
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 XDS_CLUSTER = "sluice_xds"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_TLS_CONTEXT = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
 ADMIN_METADATA_KEY = "sluice.dev/admin"
 STATS_FLUSH_INTERVAL = "1s"
@@ -76,9 +78,11 @@ UPSTREAM_RQ_TIME_BUCKETS_MS: tuple[int, ...] = (
 )  # fmt: skip
 # The layout pods should use for TTFT and inter-token latency (seconds).
 POD_LATENCY_BUCKETS_S: tuple[float, ...] = tuple(b / 10_000 for b in _per_decade(0, 4))
-# Sluice's clusters only (``<service>/<version>``, DNS labels: no dots), not the
-# ``.internal`` / ``.external`` / ``.canary`` variants of the same histogram.
-UPSTREAM_RQ_TIME_MATCH = r"^cluster\.[^./]+/[^./]+\.upstream_rq_time$"
+# Sluice's clusters only (``<service>/<version>``, and a hybrid version's
+# ``<service>/<version>/affinity``, which analysis sums with it; DNS labels: no
+# dots), not the ``.internal`` / ``.external`` / ``.canary`` variants of the same
+# histogram.
+UPSTREAM_RQ_TIME_MATCH = r"^cluster\.[^./]+/[^./]+(/affinity)?\.upstream_rq_time$"
 
 
 def stats_settings() -> dict[str, Any]:
@@ -149,6 +153,35 @@ def _xds_cluster(host: str, port: int) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """mTLS to the control plane: the proxy's certificate and the CA that signed Sluice's."""
+
+    cert: str
+    key: str
+    ca: str
+
+
+def _tls_socket(tls: ClientTls, server_name: str) -> dict[str, Any]:
+    """Verify the server against the CA and present the proxy's certificate.
+
+    https://www.envoyproxy.io/docs/envoy/latest/api-v3/extensions/transport_sockets/tls/v3/tls.proto
+    """
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": f"type.googleapis.com/{_TLS_CONTEXT}",
+            "sni": server_name,
+            "common_tls_context": {
+                "tls_certificates": [{"certificate_chain": {"filename": tls.cert},
+                                      "private_key": {"filename": tls.key}}],
+                "validation_context": {"trusted_ca": {"filename": tls.ca}},
+                "alpn_protocols": ["h2"],
+            },
+        },
+    }
+
+
 def bootstrap_config(
     node_id: str,
     xds_host: str,
@@ -157,6 +190,7 @@ def bootstrap_config(
     admin_port: int | None = None,
     delta: bool = False,
     node_cluster: str = "sluice",
+    tls: ClientTls | None = None,
 ) -> dict[str, Any]:
     """The bootstrap as a dict (what ``render_bootstrap`` dumps)."""
     if not node_id:
@@ -179,8 +213,18 @@ def bootstrap_config(
             "lds_config": _ads_config_source(),
         },
         "static_resources": {"clusters": [_xds_cluster(xds_host, xds_port)]},
+        # Per-endpoint load reports (LRS) to the same server: what the
+        # response_time policy and the offline class's cap are computed from.
+        "cluster_manager": {"load_stats_config": {
+            "api_type": "GRPC",
+            "transport_api_version": "V3",
+            "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+        }},
         **stats_settings(),
     }
+    if tls is not None:
+        config["static_resources"]["clusters"][0]["transport_socket"] = _tls_socket(tls,
+                                                                                    xds_host)
     if admin_host is not None and admin_port is not None:
         config["node"]["metadata"] = {ADMIN_METADATA_KEY: admin_url(admin_host, admin_port)}
         config["admin"] = {"address": _socket_address(admin_host, admin_port)}
@@ -199,10 +243,11 @@ def render_bootstrap(
     admin_port: int | None = None,
     delta: bool = False,
     node_cluster: str = "sluice",
+    tls: ClientTls | None = None,
 ) -> str:
     """Envoy bootstrap YAML that fetches everything else from Sluice over (Delta) ADS."""
     config = bootstrap_config(
-        node_id, xds_host, xds_port, admin_host, admin_port, delta, node_cluster
+        node_id, xds_host, xds_port, admin_host, admin_port, delta, node_cluster, tls
     )
     return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
@@ -251,14 +296,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--delta", action="store_true", help="use Delta (incremental) ADS")
     parser.add_argument("--cluster", default="sluice", help="Envoy node cluster (default: sluice)")
+    parser.add_argument("--tls-cert", metavar="FILE", help="the proxy's client certificate")
+    parser.add_argument("--tls-key", metavar="FILE", help="its private key")
+    parser.add_argument("--tls-ca", metavar="FILE", help="CA that signed Sluice's certificate")
     args = parser.parse_args(argv)
     if not args.node_id:
         parser.error("--node-id must not be empty")
+    given = [x is not None for x in (args.tls_cert, args.tls_key, args.tls_ca)]
+    if any(given) and not all(given):
+        parser.error("--tls-cert, --tls-key and --tls-ca go together")
+    tls = ClientTls(args.tls_cert, args.tls_key, args.tls_ca) if all(given) else None
     xds_host, xds_port = args.xds_address
     admin_host, admin_port = args.admin_address if args.admin_address else (None, None)
     sys.stdout.write(
         render_bootstrap(
-            args.node_id, xds_host, xds_port, admin_host, admin_port, args.delta, args.cluster
+            args.node_id, xds_host, xds_port, admin_host, admin_port, args.delta, args.cluster,
+            tls,
         )
     )
     return 0

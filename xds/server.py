@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 from xds._wire import wire_pb2
 from xds.cache import SnapshotCache
 from xds.delta import DeltaRequest, DeltaResponse, DeltaStream
+from xds.limits import StreamLimits, TokenBucket, peer_host
 from xds.protocol import (
     ACKED,
     ErrorDetail,
@@ -32,6 +33,7 @@ from xds.protocol import (
     TypeStatus,
 )
 from xds.snapshot import Snapshot
+from xds.tls import TlsFiles, authorize, server_credentials
 
 log = logging.getLogger("sluice.xds")
 
@@ -142,12 +144,20 @@ class XdsServer:
         clock: Callable[[], float] = time.monotonic,
         push_limit: int | None = None,
         admission: AdmissionQueue | None = None,
+        extra_handlers: tuple[grpc.GenericRpcHandler, ...] = (),
+        tls: TlsFiles | None = None,
+        limits: StreamLimits | None = None,
     ) -> None:
         self.cache = cache
         self.observer: XdsObserver = observer or NullObserver()
         self.clock = clock
         self._push_slots = asyncio.Semaphore(push_limit or default_push_limit())
         self.admission = admission or AdmissionQueue()
+        # Other services on the same port (the load reporting service, ``xds.lrs``).
+        self.extra_handlers = extra_handlers
+        self.tls = tls
+        self.limits = limits or StreamLimits()
+        self._per_peer: dict[str, int] = {}
         self._server: grpc.aio.Server | None = None
         self._next_id = 0
         self.proxies: dict[int, ProxyInfo] = {}
@@ -158,7 +168,7 @@ class XdsServer:
     async def start(self, address: str) -> int:
         server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                ("grpc.max_receive_message_length", self.limits.max_message_bytes),
                 ("grpc.max_send_message_length", 256 * 1024 * 1024),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
@@ -170,9 +180,12 @@ class XdsServer:
             DELTA_METHOD: grpc.stream_stream_rpc_method_handler(self._delta),
         }
         server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),)
+            (grpc.method_handlers_generic_handler(ADS_SERVICE, handlers), *self.extra_handlers)
         )
-        port: int = server.add_insecure_port(address)
+        if self.tls is not None:
+            port: int = server.add_secure_port(address, server_credentials(self.tls))
+        else:
+            port = server.add_insecure_port(address)
         if port == 0:
             raise OSError(f"cannot bind the xDS server to {address}")
         await server.start()
@@ -193,8 +206,29 @@ class XdsServer:
         await self._serve(requests, context, "delta")
 
     async def _serve(self, requests: AsyncIterator[bytes], context: Any, variant: str) -> None:
+        peer = peer_host(context.peer())
+        if self._per_peer.get(peer, 0) >= self.limits.max_streams_per_peer:
+            self.observer.stream_error("TooManyStreamsPerPeer")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"more than {self.limits.max_streams_per_peer} streams from "
+                                f"{peer}")
+            return
+        self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+        try:
+            await self._serve_stream(requests, context, variant)
+        finally:
+            left = self._per_peer.get(peer, 1) - 1
+            if left > 0:
+                self._per_peer[peer] = left
+            else:
+                self._per_peer.pop(peer, None)
+
+    async def _serve_stream(self, requests: AsyncIterator[bytes], context: Any,
+                            variant: str) -> None:
         queue: asyncio.Queue[bytes | _Wake | BaseException | None] = asyncio.Queue()
         woken = False
+        bucket = TokenBucket(self.limits.requests_per_s, self.limits.request_burst,
+                             self.clock())
 
         def on_snapshot(_: Snapshot) -> None:
             nonlocal woken
@@ -229,12 +263,28 @@ class XdsServer:
                         continue
                     out = info.machine.on_snapshot(self.cache.snapshot)
                 else:
+                    if not bucket.take(self.clock()):
+                        self.observer.stream_error("RequestRate")
+                        log.warning("stream %d (%s): more than %g requests/s; disconnected",
+                                    stream_id, variant, self.limits.requests_per_s)
+                        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                            f"more than {self.limits.requests_per_s:g} "
+                                            "requests per second on one stream")
+                        return
+                    first = info is None
                     try:
                         info, out = self._on_request(stream_id, variant, info, item)
                     except (ProtocolError, DecodeError) as exc:
                         self.observer.stream_error(type(exc).__name__)
                         log.warning("stream %d (%s): %s", stream_id, variant, exc)
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                        return
+                    denied = (authorize(info.node_id, _auth(context))
+                              if first and self.tls is not None else None)
+                    if denied is not None:
+                        self.observer.stream_error("PermissionDenied")
+                        log.warning("stream %d (%s): %s", stream_id, variant, denied)
+                        await context.abort(grpc.StatusCode.PERMISSION_DENIED, denied)
                         return
                 await self._write(context, info, out)
         finally:
@@ -324,6 +374,13 @@ class XdsServer:
 
 
 ADMIN_METADATA_KEY = "sluice.dev/admin"
+
+
+def _auth(context: Any) -> dict[str, list[bytes]]:
+    try:
+        return dict(context.auth_context())
+    except Exception:  # an in-process test double without one
+        return {}
 
 
 def _admin_url(node: Any) -> str | None:

@@ -54,7 +54,17 @@ function table(head, rows, narrowHidden = []) {
 }
 
 async function getJson(path) {
-  const r = await fetch(path, { headers: { Accept: "application/json" }, cache: "no-store" });
+  // When the server requires a read token (--api-read-token-file), ask for it once;
+  // it stays in this tab only (sessionStorage) and is only ever sent to this server.
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem("sluice-read-token");
+  if (token) headers.Authorization = "Bearer " + token;
+  const r = await fetch(path, { headers, cache: "no-store" });
+  if (r.status === 401) {
+    const given = window.prompt("This Sluice needs a read token to show its state:");
+    if (given) sessionStorage.setItem("sluice-read-token", given.trim());
+    throw new Error(path + ": a read token is required");
+  }
   if (!r.ok) throw new Error(path + ": HTTP " + r.status);
   return r.json();
 }

@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controlplane.api_experiments import ACTIONS, ExperimentsApi, read_token
+from controlplane.api_auth import Auth, read_tokens
+from controlplane.api_experiments import ACTIONS, ExperimentsApi
 from controlplane.metrics_experiments import ExperimentCollector
 from controlplane.replay import main as replay
 from tests.unit.rollout.fakes import experiment, load, manager, until
@@ -77,7 +78,7 @@ async def test_reads_and_an_authorized_pause_and_abort(setup) -> None:  # type: 
     detail = await (await client.get("/api/v1/experiments/canary")).json()
     kinds = [d["event"] for d in detail["decisions"]]
     assert kinds[:1] == ["start"] and {"pause", "abort", "done"} <= set(kinds)
-    assert any("by api" in d["reason"] for d in detail["decisions"])
+    assert any("by token" in d["reason"] for d in detail["decisions"])
     assert (await client.get("/api/v1/experiments/nope")).status == 404
 
 
@@ -125,8 +126,35 @@ async def test_the_exported_samples_replay_to_the_same_decisions(
 def test_token_files_are_checked(tmp_path: Path) -> None:
     (tmp_path / "t").write_text("short\n")
     with pytest.raises(ValueError, match="at least 16"):
-        read_token(str(tmp_path / "t"))
+        read_tokens(str(tmp_path / "t"))
     with pytest.raises(ValueError, match="missing"):
-        read_token(str(tmp_path / "missing"))
+        read_tokens(str(tmp_path / "missing"))
     (tmp_path / "t").write_text(f"  {TOKEN}\n")
-    assert read_token(str(tmp_path / "t")) == TOKEN
+    assert list(read_tokens(str(tmp_path / "t")).values()) == [TOKEN]
+    (tmp_path / "t").write_text(f"# operators\nalice {TOKEN}\nbob {TOKEN}-bob\n")
+    assert read_tokens(str(tmp_path / "t")) == {"alice": TOKEN, "bob": f"{TOKEN}-bob"}
+
+
+async def test_mutations_are_audited_with_who_and_reads_can_need_a_token() -> None:
+    mgr, store, _ = manager()
+    load(store, mgr, experiment(steps=[10, 20, 30]))
+    auth = Auth(write={"alice": TOKEN}, read={"dashboards": "read-token-0123456789"})
+    app = web.Application(middlewares=[auth.middleware])
+    ExperimentsApi(mgr, auth).routes(app)
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.get("/api/v1/experiments")).status == 401
+        for token in ("read-token-0123456789", TOKEN):
+            r = await client.get("/api/v1/experiments",
+                                 headers={"Authorization": f"Bearer {token}"})
+            assert r.status == 200
+        r = await client.post("/api/v1/experiments/canary/pause",
+                              headers={"Authorization": "Bearer read-token-0123456789"})
+        assert r.status == 401  # a read token cannot change anything
+        r = await client.post("/api/v1/experiments/canary/pause",
+                              headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status == 200
+        r = await client.get("/api/v1/audit", headers={"Authorization": f"Bearer {TOKEN}"})
+        entries = (await r.json())["entries"]
+    assert [(e["action"], e["status"], e["who"]) for e in entries] == [
+        ("pause", 401, None), ("pause", 200, "alice")]
+    assert all(e["experiment"] == "canary" and e["at"] > 0 for e in entries)
