@@ -95,7 +95,9 @@ def eta(v: MetricVerdict, direction: Direction, rate_c: float, rate_b: float,
     happen only at looks, so times are rounded up to the next look
     (``interval_s`` apart)."""
     found = _eta(v, direction, rate_c, rate_b, min_samples, soak_left_s, min_effect)
-    if state is not None and v.verdict not in (Verdict.PASS, Verdict.FAIL):
+    # No traffic for a version this look (rate 0): nothing to project, as in ``_eta``.
+    if (state is not None and v.verdict not in (Verdict.PASS, Verdict.FAIL)
+            and rate_c > 0 and rate_b > 0):
         pass_in, fail_in = project_error_rate(state, alpha, v.alpha,
                                               v.non_inferiority_margin, min_effect,
                                               rate_c, rate_b)

@@ -60,8 +60,16 @@ class Parsed:
     line: int
 
 
+def _isfinite(v: float) -> bool:
+    """``math.isfinite``, False for an integer too large for a float (JSON allows them)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def _count(v: Any, path: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, int | float) or not _isfinite(v):
         raise LineError(f"{path}: must be a finite number")
     if v != int(v):
         raise LineError(f"{path}: must be a whole number")
@@ -93,7 +101,7 @@ def _histogram(raw: Any, path: str) -> tuple[Histogram | None, list[float]]:
         parsed[bound] = _count(v, f"{path}.buckets[{key!r}]")
     total = raw.get("sum")
     if total is not None and (isinstance(total, bool) or not isinstance(total, int | float)
-                              or not math.isfinite(total)):
+                              or not _isfinite(total)):
         raise LineError(f"{path}.sum: must be a finite number")
     numbers = [float(c) for c in parsed.values()] + ([float(total)] if total is not None else [])
     if any(n < 0 for n in numbers):
@@ -105,7 +113,7 @@ def _histogram(raw: Any, path: str) -> tuple[Histogram | None, list[float]]:
 
 
 def _finite(v: Any, path: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, int | float) or not _isfinite(v):
         raise LineError(f"{path}: must be a finite number")
     return float(v)
 
@@ -142,7 +150,7 @@ def parse_line(obj: Any, line: int) -> Parsed:
         if key not in obj:
             raise LineError(f"{key}: is required")
     t = obj["t"]
-    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+    if isinstance(t, bool) or not isinstance(t, int | float) or not _isfinite(t):
         raise LineError("t: must be a finite number of seconds")
     version = obj["version"]
     if not isinstance(version, str) or not version:
@@ -155,7 +163,10 @@ def parse_line(obj: Any, line: int) -> Parsed:
     hists: dict[str, Histogram] = {}
     numbers: list[float] = []
     broken = False
-    raw_h = dict(obj.get("histograms", {}) or {})
+    raw_h = obj.get("histograms", {}) or {}
+    if not isinstance(raw_h, dict):
+        raise LineError("histograms: must be an object")
+    raw_h = dict(raw_h)
     if "latency" in obj:
         raw_h["latency"] = obj["latency"]
     for name, raw in raw_h.items():
@@ -174,12 +185,12 @@ def parse_line(obj: Any, line: int) -> Parsed:
         if not isinstance(raw, dict) or "sum" not in raw or "count" not in raw:
             raise LineError(f"means.{name}: needs 'sum' and 'count'")
         total = raw["sum"]
-        if isinstance(total, bool) or not isinstance(total, int | float) or not math.isfinite(
+        if isinstance(total, bool) or not isinstance(total, int | float) or not _isfinite(
             total
         ):
             raise LineError(f"means.{name}.sum: must be a finite number")
         sq = raw.get("sumSquares")
-        if sq is not None and (not isinstance(sq, int | float) or not math.isfinite(sq)):
+        if sq is not None and (not isinstance(sq, int | float) or not _isfinite(sq)):
             raise LineError(f"means.{name}.sumSquares: must be a finite number")
         count = _count(raw["count"], f"means.{name}.count")
         numbers.append(float(count))
@@ -232,6 +243,10 @@ def read_samples(name: str, stream: TextIO, spec: ExperimentSpec) -> tuple[list[
             errors.append(f"{name}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})")
         except (LineError, SamplesError) as exc:
             errors.append(f"{name}:{lineno}: {exc}")
+        except RecursionError:
+            errors.append(f"{name}:{lineno}: invalid JSON: nested too deeply")
+        except ValueError as exc:  # json: an integer of more than 4,300 digits
+            errors.append(f"{name}:{lineno}: invalid JSON: {str(exc)[:80]}")
     return out, errors
 
 

@@ -48,7 +48,7 @@ def _samples(query: Query, answer: Any) -> list[tuple[dict[str, str], float]]:
             raise ProviderError(f"{excerpt(query.promql)}: malformed sample {excerpt(str(s))}")
         try:
             number = float(value[1])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: a huge JSON integer
             number = math.nan
         if not math.isfinite(number):
             raise ProviderError(f"{excerpt(query.promql)}: bad value {excerpt(str(value[1]))}")

@@ -78,7 +78,8 @@ class PrometheusProvider:
             raise ProviderError(
                 f"{self.name}: timed out after {self.timeout_s:g}s on {excerpt(promql)}"
             ) from None
-        except (ValueError, KeyError, TypeError) as exc:  # not the JSON of the query API
+        # Not the JSON of the query API (RecursionError: nested too deeply to decode).
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ProviderError(
                 f"{self.name}: malformed answer ({type(exc).__name__}) for {excerpt(promql)}"
             ) from None

@@ -11,6 +11,7 @@ commands (promote, abort, pause, resume) are handled between turns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -44,6 +45,7 @@ from controlplane.routers.xds import XdsRouter
 from controlplane.store import Store
 
 log = logging.getLogger("sluice.rollout")
+CATCH_UP_RETRY_S = 1.0  # how often a finished run retries writes the store refused
 
 # Moves that expose the candidate more: not done unless recorded first.
 EXPOSING = (Event.START, Event.ADVANCE, Event.PROMOTE, Event.CONCLUDE, Event.APPROVE,
@@ -104,6 +106,11 @@ class Runner:
         self.applied_revision = 0
         self.looks = 0
         self.decision_counts: dict[str, int] = {}  # by event, this process
+        # Writes the store refused, owed to it: the run's latest state and, in order, the
+        # decisions not yet recorded. A finished run keeps retrying until they land, so a
+        # restart never restores a run from before a rollback it already carried out.
+        self.unsaved = False
+        self.unrecorded: list[dict[str, Any]] = []
         now = deps.wall()
         if restored is not None:
             self.state = RolloutState.from_json(restored["state"])
@@ -165,11 +172,34 @@ class Runner:
     async def run(self, stop: asyncio.Event) -> None:
         try:
             while not stop.is_set() and not self.state.phase.terminal:
+                self.catch_up()
                 await self._turn(stop)
                 await asyncio.sleep(0)  # a turn that found nothing to wait for still yields
+            while self.behind and not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), CATCH_UP_RETRY_S)
+                self.catch_up()
         finally:
+            self.catch_up()
             if self._provider is not None:
                 await self._provider.close()
+
+    @property
+    def behind(self) -> bool:
+        """Some write the store refused is still owed to it."""
+        return self.unsaved or bool(self.unrecorded)
+
+    def catch_up(self) -> None:
+        """Retries what the store refused: the latest state, then the decisions in order."""
+        if self.unsaved:
+            self.save()
+        self._flush_decisions()
+
+    def _flush_decisions(self) -> None:
+        while self.unrecorded:
+            if not self.deps.journal.append(DECISION, self.name, self.unrecorded[0]):
+                return
+            self.unrecorded.pop(0)
 
     def update(self, experiment: Experiment) -> None:
         """Steps or metrics edited: they apply from the next look (history refolded)."""
@@ -390,15 +420,18 @@ class Runner:
         after = shifts.begin(self, before, after, reason.startswith("guard "))
         self.state = after
         recorded = self.save()
+        decision: dict[str, Any] | None = None
         if (after.phase, after.step, after.gate) != (before.phase, before.step, before.gate):
-            recorded = self.deps.journal.append(DECISION, self.name, {
-                "run": after.run, "t": after.updated_at, "event": event.value,
-                "from": before.phase.value, "to": after.phase.value, "step": after.step,
-                "reason": reason}) and recorded
+            decision = {"run": after.run, "t": after.updated_at, "event": event.value,
+                        "from": before.phase.value, "to": after.phase.value,
+                        "step": after.step, "reason": reason}
+            recorded = self._record_decision(decision) and recorded
         if not recorded and event in EXPOSING:
             # Durable first: a move that exposes the candidate more is not done unless it
             # is recorded; rollbacks, holds and bookkeeping still are (acting is safer
-            # than not, and the next write catches up).
+            # than not, and catch_up writes them once the store takes writes again).
+            if decision is not None and decision in self.unrecorded:
+                self.unrecorded.remove(decision)  # it did not happen
             self.state = before
             why = f"{event.value} not applied: the state store refused to record it"
             log.error("%s: %s", self.name, why)
@@ -438,10 +471,19 @@ class Runner:
         self._apply()
 
     def save(self) -> bool:
-        return self.deps.journal.put(RUN, self.name, {
+        saved = self.deps.journal.put(RUN, self.name, {
             "state": self.state.to_json(), "identity": list(map(str, self.experiment.identity())),
             "service": self.experiment.service, "report": self.report,
         })
+        self.unsaved = not saved
+        return saved
+
+    def _record_decision(self, decision: dict[str, Any]) -> bool:
+        self._flush_decisions()  # earlier decisions first: the record keeps their order
+        if not self.unrecorded and self.deps.journal.append(DECISION, self.name, decision):
+            return True
+        self.unrecorded.append(decision)
+        return False
 
     def _record_look(self, t: float, look: Look, judgment: Judgment | None,
                      proposal: Proposal) -> None:

@@ -1,0 +1,1 @@
+"""Fuzz targets and the engines that run them (``python -m tests.fuzz``, ``make fuzz``)."""
