@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from controlplane.model import DesiredState, cluster_name, listener_name, route_config_name
+from controlplane.model import (
+    DesiredState,
+    Endpoint,
+    ModelService,
+    Version,
+    batch_listener_name,
+    listener_name,
+    pushed_weights,
+    route_config_name,
+)
 from xds import resources, typeurls
 from xds.cache import ResourceEncoder
 from xds.snapshot import Resource, Snapshot
@@ -48,9 +58,15 @@ def build_snapshot(state: DesiredState, encoder: ResourceEncoder) -> Snapshot:
             partial(resources.build_route_configuration, rin),
             resources.route_cluster_refs(rin),
         )
-        for version in service.versions:
-            name = cluster_name(service.name, version.name)
-            cin = resources.cluster_inputs(service, version)
+        blis, brin = resources.batch_listener_inputs(service), resources.batch_route_inputs(service)
+        if blis is not None and brin is not None:
+            add(typeurls.LISTENER, batch_listener_name(service.name), blis,
+                partial(resources.build_listener, blis), frozenset({brin.name}))
+            add(typeurls.ROUTE, brin.name, brin, partial(resources.build_route_configuration, brin),
+                resources.route_cluster_refs(brin))
+        factor = service.failover.overprovisioning_factor if service.failover else None
+        for version, cin in resources.service_cluster_inputs(service):
+            name = cin.name
             add(
                 typeurls.CLUSTER,
                 name,
@@ -60,11 +76,21 @@ def build_snapshot(state: DesiredState, encoder: ResourceEncoder) -> Snapshot:
             )
             # Hand-encoded, byte-identical to bytes(build_load_assignment(...)) and
             # ~15x cheaper: betterproto2 rebuilds validators per nested message.
+            endpoints = effective_endpoints(service, version)
             add(
                 typeurls.ENDPOINT,
                 name,
-                ("cla", name, version.endpoints),
-                partial(resources.serialize_load_assignment, name, version.endpoints),
+                ("cla", name, endpoints, factor),
+                partial(resources.serialize_load_assignment, name, endpoints, factor),
             )
     encoder.end_build()
     return Snapshot.of(by_type)
+
+
+def effective_endpoints(service: ModelService, version: Version) -> tuple[Endpoint, ...]:
+    """The version's endpoints with the weights EDS carries (capacity, measured weights)."""
+    weights = pushed_weights(service, version.endpoints)
+    return tuple(
+        e if e.weight == w else replace(e, weight=w)
+        for e, w in zip(version.endpoints, weights, strict=True)
+    )

@@ -44,6 +44,9 @@ __all__ = ["ENVOY_ERROR_CLASSES", "cluster_filter", "excerpt", "parse_envoy_stat
 CLUSTER_LABEL = "envoy_cluster_name"
 CLASS_LABEL = "envoy_response_code_class"
 RQ_TIME = "envoy_cluster_upstream_rq_time"
+# ``<service>/<version>/affinity`` (routing policy hybrid) is summed into its version;
+# ``<service>/<version>/batch`` (the offline class) is left out of experiments.
+AFFINITY_SUFFIX = "/affinity"
 ENVOY_ERROR_CLASSES = ("5xx", "4xx", "timeout", "reset", "connect_fail")
 
 # metric name -> (what it adds to, response code class it needs or None)
@@ -74,7 +77,7 @@ def cluster_filter(cluster_names: Mapping[str, str] | list[str]) -> str:
     Envoy matches it against the stat's full name (``cluster.chat/v1.upstream_rq_total``).
     """
     names = sorted(cluster_names.values() if isinstance(cluster_names, Mapping) else cluster_names)
-    return r"^cluster\.(" + "|".join(re.escape(n) for n in names) + r")\."
+    return r"^cluster\.(" + "|".join(re.escape(n) for n in names) + r")(/affinity)?\."
 
 
 def _labels(line: str, start: int, lineno: int) -> tuple[dict[str, str], int]:
@@ -175,6 +178,9 @@ def parse_envoy_stats(text: str, clusters: Mapping[str, str]) -> dict[str, Versi
             continue
         labels, end = _labels(line, m.end(), lineno)
         cluster = labels.get(CLUSTER_LABEL)
+        if cluster is not None and cluster.endswith(AFFINITY_SUFFIX):
+            # A hybrid version's hash cluster carries part of its online traffic.
+            cluster = cluster.removesuffix(AFFINITY_SUFFIX)
         if cluster not in by_name:
             continue
         state = found.setdefault(cluster, _Cluster())

@@ -18,7 +18,13 @@ from controlplane.config.kinds import (
     known_kinds,
     register_kind,
 )
-from controlplane.config.loader import DocumentResult, LoadResult, load_paths, load_text
+from controlplane.config.loader import (
+    DocumentResult,
+    LoadResult,
+    load_documents,
+    load_paths,
+    load_text,
+)
 from controlplane.config.modelservice import MODEL_SERVICE
 from controlplane.config.schema import json_schema, modelservice_json_schema
 from controlplane.config.writer import service_to_dict
@@ -39,6 +45,7 @@ __all__ = [
     "assemble",
     "json_schema",
     "known_kinds",
+    "load_documents",
     "load_paths",
     "load_text",
     "modelservice_json_schema",

@@ -80,10 +80,10 @@ class List:
 
 @dataclass(frozen=True)
 class Map:
-    """A mapping of free string keys to string values (labels, annotations)."""
+    """A mapping of free string keys to string values (labels, annotations) or numbers."""
 
     keys: Str
-    values: Str
+    values: Str | Float
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,15 @@ class Value:
         return child if child is not None and child.ok else None
 
 
+# Longest key that prints as is in a field path: a label key (DNS prefix and name).
+# Longer keys, and keys with line breaks or other unprintable characters, are quoted,
+# escaped and cut, so an error stays one short line whatever the key.
+_PLAIN_KEY_CHARS = 317
+
+
 def join(path: str, name: str) -> str:
+    if not (0 < len(name) <= _PLAIN_KEY_CHARS and name.isprintable()):
+        name = excerpt(name)
     return f"{path}.{name}" if path else name
 
 
@@ -273,7 +281,7 @@ class Checker:
             if name in first_seen:
                 line = first_seen[name].start_mark.line + 1
                 self.error(Mark.of(k), join(path, name),
-                           f"duplicate key '{name}' (first at line {line})")
+                           f"duplicate key {excerpt(name)} (first at line {line})")
                 continue
             first_seen[name] = k
             f = known.get(name)
@@ -324,13 +332,14 @@ class Checker:
 
     def _map(self, node: yaml.Node, spec: Map, path: str, key: yaml.Node | None) -> Value:
         if not isinstance(node, yaml.MappingNode):
-            self._wrong_type(node, path, "a mapping of strings to strings")
+            kind = "strings" if isinstance(spec.values, Str) else "numbers"
+            self._wrong_type(node, path, f"a mapping of strings to {kind}")
             return Value(node, path, key, None, False)
         children: dict[str, Value] = {}
         for k, v in self._pairs(node, path):
             sub = join(path, k.value)
             if k.value in children:
-                self.error(Mark.of(k), sub, f"duplicate key '{k.value}'")
+                self.error(Mark.of(k), sub, f"duplicate key {excerpt(k.value)}")
                 continue
             name = self._scalar(k, spec.keys, sub, None)
             if name.ok:
@@ -429,7 +438,7 @@ def _fits(spec: Spec, node: yaml.Node, data: object) -> bool:
 def unknown_field(name: str, known: dict[str, Field]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"unknown field '{name}'{hint}; known fields: {', '.join(known)}"
+    return f"unknown field {excerpt(name)}{hint}; known fields: {', '.join(known)}"
 
 
 def check_text(text: str, spec: Str) -> str | None:

@@ -6,10 +6,12 @@ import ipaddress
 from collections.abc import Callable
 from typing import TypeVar
 
+from controlplane.config import modelservice_kube as kube
+from controlplane.config import modelservice_routing as routing
 from controlplane.config.errors import Errors
 from controlplane.config.fields import Value
 from controlplane.config.kinds import Accepted, Document, KindDef
-from controlplane.config.shapes import HASHING_POLICIES, MODEL_SERVICE_SPEC, SLOW_START_POLICIES
+from controlplane.config.shapes import MODEL_SERVICE_SPEC
 from controlplane.model import (
     API_VERSION,
     MODEL_SERVICE_KIND,
@@ -50,6 +52,9 @@ def check_service(doc: Document, errors: Errors) -> None:
     if versions is not None:
         _check_versions(doc, versions, errors)
     _check_load_balancing(doc, spec, errors)
+    kube.check(doc, spec, errors)
+    routing.check_retries(doc, spec, errors)
+    routing.check_offline(doc, spec, errors)
 
 
 def _check_versions(doc: Document, versions: Value, errors: Errors) -> None:
@@ -67,9 +72,10 @@ def _check_versions(doc: Document, versions: Value, errors: Errors) -> None:
         weight = version.get("weight")
         if weight is not None and len(weights) == i:
             weights.append((name.text() if name is not None else f"[{i}]", weight.integer()))
-        endpoints = version.get("endpoints")
+        endpoints = kube.static_endpoints(version)
         if endpoints is not None:
             _check_endpoints(doc, endpoints, errors)
+            routing.check_priorities(doc, version, errors)
     total = sum(w for _, w in weights)
     if len(weights) == len(versions.items()) and total != 100:
         split = ", ".join(f"{n}: {w}" for n, w in weights)
@@ -112,23 +118,7 @@ def _check_load_balancing(doc: Document, spec: Value, errors: Errors) -> None:
         return
     policy, written = found
     shown = policy.value if written else f"{policy.value} by default"
-    lb = spec.get("loadBalancing")
-    if lb is not None and policy.is_hashing and not lb.has("hashKey"):
-        at = lb.get("policy") or lb
-        doc.error(errors, at.mark, f"{lb.path}.hashKey",
-                  f"policy {policy.value} hashes requests: add loadBalancing.hashKey, e.g. "
-                  "hashKey: {header: x-session-id} (or cookie: {name: ...}, or sourceIp: true)")
-    if lb is not None and not policy.is_hashing:
-        hashing = " or ".join(HASHING_POLICIES)
-        for name in ("hashKey", "boundedLoad"):
-            if lb.has(name):
-                doc.error(errors, lb.fields()[name], f"{lb.path}.{name}",
-                          f"only valid with policy {hashing} (policy is {shown}); remove "
-                          f"{name} or set policy: maglev")
-    if spec.has("slowStart") and policy.value not in SLOW_START_POLICIES:
-        doc.error(errors, spec.fields()["slowStart"], f"{spec.path}.slowStart",
-                  f"only valid with policy {' or '.join(SLOW_START_POLICIES)} (Envoy ignores "
-                  f"it with {policy.value}); remove slowStart or change the policy")
+    routing.check_load_balancing(doc, spec, spec.get("loadBalancing"), policy, shown, errors)
 
 
 # --- rules against other documents --------------------------------------------------
@@ -145,15 +135,24 @@ def check_service_against(doc: Document, value: object, accepted: Accepted,
                           errors: Errors) -> None:
     assert isinstance(value, ModelService) and doc.spec is not None
     listener = doc.spec.fields()["listener"]
+    offline = doc.spec.get("offline")
+    own = offline.get("listener") if offline is not None else None
+    mine = [(value.listener, listener)]
+    if value.offline is not None and value.offline.listener is not None and own is not None:
+        mine.append((value.offline.listener, own))
     for other in accepted.of_kind(MODEL_SERVICE_KIND):
         theirs = other.value
         assert isinstance(theirs, ModelService)
-        if _binds_together(value.listener, theirs.listener):
-            doc.error(errors, listener, listener.path,
-                      f"listener {value.listener.address}:{value.listener.port} conflicts "
-                      f"with service '{theirs.name}' on {theirs.listener.address}:"
-                      f"{theirs.listener.port} ({other.where})")
-            return
+        taken = [theirs.listener]
+        if theirs.offline is not None and theirs.offline.listener is not None:
+            taken.append(theirs.offline.listener)
+        for spec, at in mine:
+            for used in taken:
+                if _binds_together(spec, used):
+                    doc.error(errors, at, at.path,
+                              f"listener {spec.address}:{spec.port} conflicts with service "
+                              f"'{theirs.name}' on {used.address}:{used.port} ({other.where})")
+                    return
 
 
 # --- building -------------------------------------------------------------------------
@@ -191,15 +190,21 @@ def build_service(doc: Document) -> ModelService:
         circuit_breakers=_section(spec, "circuitBreakers", _circuit_breakers)
         or CircuitBreakers(),
         timeouts=_section(spec, "timeouts", _timeouts) or Timeouts(),
+        failover=_section(spec, "failover", routing.failover),
+        retries=_section(spec, "retries", routing.retries),
+        offline=_section(spec, "offline", routing.offline),
+        router=_section(spec, "router", kube.router),
     )
 
 
 def _version(v: Value) -> Version:
     f = v.fields()
+    listed = kube.static_endpoints(v)
     return Version(
         name=f["name"].text(),
         weight=f["weight"].integer(),
-        endpoints=tuple(_endpoint(e) for e in f["endpoints"].items()),
+        endpoints=tuple(_endpoint(e) for e in listed.items()) if listed is not None else (),
+        discovery=kube.discovery(v),
     )
 
 
@@ -211,6 +216,7 @@ def _endpoint(v: Value) -> Endpoint:
         weight=_opt(v, "weight", Value.integer, d.weight),
         labels=_opt(v, "labels", _labels, d.labels),
         health=_opt(v, "health", lambda h: EndpointHealth(h.text()), d.health),
+        priority=_opt(v, "priority", Value.integer, d.priority),
     )
 
 
@@ -220,10 +226,17 @@ def _labels(v: Value) -> tuple[tuple[str, str], ...]:
 
 def _load_balancing(v: Value) -> LoadBalancing:
     d = LoadBalancing()
+    policy = _opt(v, "policy", lambda p: LbPolicy(p.text()), d.policy)
+    # Hybrid caps the keyed requests' pods at 125 % of the mean unless told otherwise.
+    bounded = 1.25 if policy is LbPolicy.HYBRID else d.bounded_load
     return LoadBalancing(
-        policy=_opt(v, "policy", lambda p: LbPolicy(p.text()), d.policy),
+        policy=policy,
         hash_key=_section(v, "hashKey", _hash_key),
-        bounded_load=_opt(v, "boundedLoad", Value.number, d.bounded_load),
+        bounded_load=_opt(v, "boundedLoad", Value.number, bounded),
+        active_request_bias=_opt(v, "activeRequestBias", Value.number, d.active_request_bias),
+        capacity=routing.capacity(v),
+        response_time=_section(v, "responseTime", routing.response_time),
+        load_report=_section(v, "loadReport", routing.load_report),
     )
 
 
@@ -298,4 +311,5 @@ MODEL_SERVICE = KindDef(
     build=build_service,
     check_against=check_service_against,
     description="A model service and its versions (Sluice ModelService).",
+    advise=routing.advise_capacity,
 )

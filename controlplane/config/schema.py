@@ -139,7 +139,7 @@ def _type_name(spec: Spec) -> str:
     if isinstance(spec, List):
         return f"list of {_type_name(spec.items)}"
     if isinstance(spec, Map):
-        return "map string → string"
+        return f"map string → {_type_name(spec.values)}"
     if isinstance(spec, Str):
         return " \\| ".join(f"`{e}`" for e in spec.enum) if spec.enum else "string"
     if isinstance(spec, Duration):
@@ -211,8 +211,18 @@ _RULES = {
 Rules across fields: version names are unique within a service and the
 version weights add up to 100; endpoint `address:port` is unique within a
 version; service names and listener `address:port` are unique across all
-files; `ring_hash` and `maglev` need `hashKey`, which other policies reject
-(as they do `boundedLoad`); `slowStart` needs `round_robin` or `least_request`.
+files; `ring_hash`, `maglev` and `hybrid` need `hashKey` (`hybrid`: a header),
+which other policies reject (as they do `boundedLoad`); `activeRequestBias`
+needs `least_request`, `response_time` or `hybrid`; `responseTime` and
+`loadReport` go with their policy; `capacityLabel` needs `capacity`;
+`slowStart` needs `round_robin`, `least_request`, `response_time` or `hybrid`;
+a version's endpoint priorities start at 0 without gaps; `retries.retryOn`
+lists a condition once; `offline.listener` differs from every listener.
+`sluice validate` warns when an endpoint's capacity label is missing from
+`capacity` (it gets capacity 1).
+A version's `endpoints` are a list or `{kubernetes: {...}}` with exactly one
+of `service` and a non-empty `selector`; `router.gatewayAPI.backends` names a
+Service for every version, `router.istio.subsets` only versions.
 """,
     "Experiment": """\
 Rules across fields: `spec.service` must name a `ModelService` with versions

@@ -9,6 +9,7 @@ from controlplane.config.errors import excerpt
 from controlplane.config.fields import (
     Bool,
     Duration,
+    Either,
     Field,
     Float,
     Int,
@@ -16,6 +17,13 @@ from controlplane.config.fields import (
     Map,
     Obj,
     Str,
+)
+from controlplane.config.routing_shapes import (
+    FAILOVER,
+    LOAD_REPORT,
+    RESPONSE_TIME,
+    RETRIES,
+    offline_shape,
 )
 from controlplane.model import EndpointHealth, LbPolicy
 
@@ -104,14 +112,17 @@ COOKIE_NAME = Str(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,256}$", hint="a cookie
 URL_PATH = Str(pattern=r"^/[^\s?#]*$", hint="a URL path starting with '/'")
 UINT32 = Int(minimum=0, maximum=4_294_967_295)
 
-HASHING_POLICIES = tuple(p.value for p in LbPolicy if p.is_hashing)
-NON_HASHING_POLICIES = tuple(p.value for p in LbPolicy if not p.is_hashing)
-SLOW_START_POLICIES = (LbPolicy.ROUND_ROBIN.value, LbPolicy.LEAST_REQUEST.value)
+HASHING_POLICIES = tuple(p.value for p in LbPolicy if p.takes_hash_key)
+NON_HASHING_POLICIES = tuple(p.value for p in LbPolicy if not p.takes_hash_key)
+LEAST_REQUEST_POLICIES = tuple(p.value for p in LbPolicy if p.is_least_request)
+SLOW_START_POLICIES = (LbPolicy.ROUND_ROBIN.value, *LEAST_REQUEST_POLICIES)
 
 METADATA = Obj(
     description="Kubernetes-style object metadata.",
     fields=(
         Field("name", NAME, "Object name (DNS-1123 label), unique per kind.", required=True),
+        Field("namespace", NAME, "Namespace of a custom resource (kubectl apply); names stay "
+              "unique per kind across namespaces."),
         Field("labels", LABELS, "Free key/value labels (not used for routing)."),
         Field("annotations", ANNOTATIONS, "Free key/value annotations."),
     ),
@@ -129,6 +140,72 @@ ENDPOINT = Obj(
         Field("health", Str(enum=tuple(h.value for h in EndpointHealth)),
               "Health asserted to Envoy; 'draining' takes no new requests, 'unknown' lets "
               "active health checks decide.", default=EndpointHealth.UNKNOWN.value),
+        Field("priority", Int(minimum=0, maximum=127),
+              "Failover order: priority 0 takes the traffic while it is healthy enough, "
+              "then 1, and so on (e.g. an A100 or spot pool behind the H100 pool).",
+              default=0),
+    ),
+)
+
+# A port of a Service or container: a number, or its name (an IANA service name).
+PORT_OR_NAME = Either((PORT, Str(pattern=r"^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$",
+                                 hint="a port name: at most 15 lowercase letters, digits "
+                                 "and '-'")), hint="a port number or a port name")
+SUBDOMAIN = Str(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+                hint="a DNS-1123 subdomain: lowercase letters, digits, '-' and '.'")
+
+KUBE_ENDPOINTS = Obj(
+    description="A version's endpoints from Kubernetes (sluice serve --kubernetes): ready "
+    "endpoints serve, terminating ones drain, the rest are left out; pods that join ramp up "
+    "with slow start (slowStart, or 30s when it is not set and the policy allows it).",
+    one_of=("service", "selector"),
+    fields=(
+        Field("namespace", NAME, "Namespace (default: the ModelService's own; for files, "
+              "Sluice's --namespace)."),
+        Field("service", NAME, "The EndpointSlices of this Service."),
+        Field("selector", LABELS, "Or the pods that carry all these labels."),
+        Field("port", PORT_OR_NAME, "Port number, or the name of a port of the Service "
+              "(EndpointSlices) or of the pods' containers.", required=True),
+    ),
+)
+
+GATEWAY_API_ROUTER = Obj(
+    description="Gateway API: the weights of an HTTPRoute's backendRefs.",
+    fields=(
+        Field("httpRoute", SUBDOMAIN, "The HTTPRoute's name.", required=True),
+        Field("namespace", NAME, "Its namespace (default: the ModelService's own)."),
+        Field("backends", Map(keys=NAME, values=NAME),
+              "The backend Service of each version, e.g. {v1: chat-v1, v2: chat-v2}.",
+              required=True),
+        Field("port", PORT, "Port of the backendRefs Sluice adds (a version not yet in the "
+              "route)."),
+    ),
+)
+
+ISTIO_ROUTER = Obj(
+    description="Istio: a VirtualService's route weights and a DestinationRule's subsets.",
+    fields=(
+        Field("virtualService", SUBDOMAIN, "The VirtualService's name.", required=True),
+        Field("host", HOST, "The destination host (e.g. chat.models.svc.cluster.local).",
+              required=True),
+        Field("destinationRule", SUBDOMAIN, "The DestinationRule that gets one subset per "
+              "version (absent: its subsets are managed elsewhere)."),
+        Field("namespace", NAME, "Their namespace (default: the ModelService's own)."),
+        Field("subsets", Map(keys=NAME, values=NAME),
+              "Subset name per version (default: the version's name)."),
+        Field("subsetLabel", QUALIFIED_KEY, "The pod label a subset selects on; its value "
+              "is the version's name.", default="version"),
+    ),
+)
+
+ROUTER = Obj(
+    description="The traffic layer experiments move: xds (Sluice's own ADS, the default), "
+    "gatewayAPI or istio.",
+    one_of=("xds", "gatewayAPI", "istio"),
+    fields=(
+        Field("xds", Obj(fields=(), description="Sluice's own xDS ({})."), "Sluice's ADS."),
+        Field("gatewayAPI", GATEWAY_API_ROUTER, GATEWAY_API_ROUTER.description),
+        Field("istio", ISTIO_ROUTER, ISTIO_ROUTER.description),
     ),
 )
 
@@ -140,8 +217,13 @@ VERSION = Obj(
         Field("weight", Int(minimum=0, maximum=100),
               "Percent of the service's traffic; the versions add up to 100; 0 gets none.",
               required=True),
-        Field("endpoints", List(ENDPOINT, min_items=1),
-              "Static endpoints; address:port unique within the version.", required=True),
+        Field("endpoints", Either((List(ENDPOINT, min_items=1), Obj(
+            description="Endpoints discovered in Kubernetes.",
+            fields=(Field("kubernetes", KUBE_ENDPOINTS, KUBE_ENDPOINTS.description,
+                          required=True),))),
+            hint="a list of endpoints or a mapping with kubernetes"),
+              "Static endpoints (address:port unique within the version), or "
+              "{kubernetes: {...}} to discover them.", required=True),
     ),
 )
 
@@ -170,11 +252,25 @@ LOAD_BALANCING = Obj(
     description="How Envoy picks an endpoint within a version.",
     fields=(
         Field("policy", Str(enum=tuple(p.value for p in LbPolicy)),
-              "ring_hash and maglev need hashKey.", default=LbPolicy.LEAST_REQUEST.value),
-        Field("hashKey", HASH_KEY, "Required with ring_hash or maglev; invalid otherwise."),
+              "ring_hash, maglev and hybrid need hashKey; response_time weights endpoints "
+              "by measured response time and load; load_report by the pods' ORCA reports.",
+              default=LbPolicy.LEAST_REQUEST.value),
+        Field("hashKey", HASH_KEY,
+              "Required with ring_hash, maglev or hybrid (a header); invalid otherwise."),
         Field("boundedLoad", Float(exclusive_minimum=1.0, maximum=1000.0),
-              "Cap a host at this factor of the mean load (e.g. 1.25); ring_hash or maglev "
-              "only."),
+              "Cap a host at this factor of the mean load (e.g. 1.25); ring_hash, maglev or "
+              "hybrid only (hybrid: 1.25 by default)."),
+        Field("activeRequestBias", Float(minimum=0.0, maximum=10.0),
+              "Least request: weight / (active + 1) ^ bias; 0 is weighted round robin. "
+              "least_request, response_time and hybrid only.", default=1.0),
+        Field("capacity", Map(keys=LABEL_VALUE, values=Float(exclusive_minimum=0.0,
+                                                             maximum=1000.0)),
+              "Relative capacity per value of the endpoints' capacityLabel, e.g. "
+              "{h100: 2, a100: 1}: multiplies each endpoint's weight."),
+        Field("capacityLabel", QUALIFIED_KEY,
+              "The endpoint label capacity is keyed on (gpu when absent)."),
+        Field("responseTime", RESPONSE_TIME, "Tuning of policy response_time."),
+        Field("loadReport", LOAD_REPORT, "Tuning of policy load_report."),
     ),
     schema_extra={
         "anyOf": [
@@ -252,6 +348,8 @@ LISTENER = Obj(
     ),
 )
 
+OFFLINE = offline_shape(HEADER, LISTENER)
+
 MODEL_SERVICE_SPEC = Obj(
     description="A model service: a listener and the versions it splits traffic between.",
     fields=(
@@ -265,6 +363,10 @@ MODEL_SERVICE_SPEC = Obj(
         Field("slowStart", SLOW_START, "Slow start for new endpoints; absent: none."),
         Field("circuitBreakers", CIRCUIT_BREAKERS, "Circuit breaker thresholds."),
         Field("timeouts", TIMEOUTS, "Route timeouts."),
+        Field("failover", FAILOVER, "Priority failover and panic threshold."),
+        Field("retries", RETRIES, "Safe retries; absent: none."),
+        Field("offline", OFFLINE, "The batch class; absent: none."),
+        Field("router", ROUTER, "Where experiments set the weights (default: xds)."),
     ),
     schema_extra={
         "not": {

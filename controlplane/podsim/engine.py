@@ -50,6 +50,7 @@ class RequestSpec:
     delay: float = 0.0  # extra time before it reaches the scheduler (injected latency)
     finish_reason: str = "length"
     counted: bool = True  # False: answered as an error, left out of request metrics
+    priority: int = 0  # lower is served first (vLLM's --scheduling-policy priority)
 
 
 class TokenEvent(NamedTuple):
@@ -230,13 +231,23 @@ class Engine:
         self._waiting.appendleft(seq)
         self.stats.preemptions += 1
 
+    def _enqueue(self, seq: _Seq) -> None:
+        """Waiting requests are admitted by priority, then first come, first served."""
+        if not self._waiting or self._waiting[-1].spec.priority <= seq.spec.priority:
+            self._waiting.append(seq)
+            return
+        for i, other in enumerate(self._waiting):
+            if other.spec.priority > seq.spec.priority:
+                self._waiting.insert(i, seq)
+                return
+
     def _start_step(self, t: float) -> None:
         self._clock = t
         while self._arrivals and self._arrivals[0][0] <= t:
             seq = heapq.heappop(self._arrivals)[2]
             if seq.state == "pending":
                 seq.state = "waiting"
-                self._waiting.append(seq)
+                self._enqueue(seq)
         budget = self.config.max_num_batched_tokens
         batch: list[tuple[_Seq, int]] = []
         preempted = False

@@ -84,6 +84,18 @@ def _reset(request: web.Request) -> web.Response:
     return web.Response(status=503)
 
 
+CLASS_HEADER = "x-sluice-class"
+
+
+def _priority(request: web.Request, payload: object) -> int:
+    """vLLM's ``priority`` body field (lower first), or 1 for Sluice's batch class."""
+    value = payload.get("priority") if isinstance(payload, dict) else None
+    priority = value if isinstance(value, int) and not isinstance(value, bool) else 0
+    if request.headers.get(CLASS_HEADER, "").lower() == "batch":
+        priority = max(priority, 1)
+    return priority
+
+
 def _orca(pod: Pod, request: web.Request) -> dict[str, str]:
     fmt = request.headers.get(ORCA_REQUEST_HEADER)
     value = orca_header(fmt, pod.load()) if fmt else None
@@ -167,6 +179,7 @@ async def _completion(request: web.Request, pod: Pod, chat: bool) -> web.StreamR
             delay=faults.extra_latency_ms / 1000,
             finish_reason=c.finish_reason,
             counted=not fail,
+            priority=_priority(request, payload),
         )
         try:
             waiter = pod.submit(spec, streaming=c.stream and not fail)

@@ -41,27 +41,37 @@ from envoy_data_plane.envoy.extensions.upstreams.http import v3 as upstream_http
 from envoy_data_plane.google import protobuf as pb
 
 from controlplane.model import (
+    Capacity,
     CookieHashKey,
     Endpoint,
     EndpointHealth,
+    Failover,
     HashKey,
     LbPolicy,
+    ListenerSpec,
+    LoadReportTuning,
     ModelService,
+    Offline,
+    Retries,
+    RoutingState,
     SlowStart,
     Timeouts,
 )
 from tests.integration.harness import envoy_binary
 from tests.unit.xds.resources_fixtures import service, type_of
 from xds.bootstrap import UPSTREAM_RQ_TIME_BUCKETS_MS, render_bootstrap
+from xds.build import effective_endpoints
 from xds.resources import (
     LbApi,
+    batch_listener_inputs,
+    batch_route_inputs,
     build_cluster,
     build_listener,
     build_load_assignment,
     build_route_configuration,
-    cluster_inputs,
     listener_inputs,
     route_inputs,
+    service_cluster_inputs,
 )
 from xds.resources._common import ads_config_source, socket_address
 
@@ -127,34 +137,49 @@ def _copy(message: betterproto2.Message) -> Any:
     return type(message).parse(bytes(message))
 
 
+def _inline(listener: Any, routes: Any, port: int) -> Any:
+    inline = _copy(listener)
+    inline.name = f"{listener.name}#static"
+    inline.address.socket_address.port_value = port
+    hcm = inline.filter_chains[0].filters[0].typed_config.unpack()
+    assert type_of(hcm) is hcm_v3.HttpConnectionManager
+    hcm.rds = None
+    hcm.route_config = routes
+    inline.filter_chains[0].filters[0] = listener_v3.Filter(
+        name="envoy.filters.network.http_connection_manager", typed_config=pb.Any.pack(hcm)
+    )
+    return inline
+
+
 def bootstrap_for(
     svc: ModelService,
     api: LbApi,
     mutate_cluster: Callable[[cluster_v3.Cluster], cluster_v3.Cluster] | None = None,
 ) -> bootstrap_v3.Bootstrap:
-    clusters = [build_cluster(cluster_inputs(svc, v, lb_api=api)) for v in svc.versions]
+    """Every resource ``build_snapshot`` makes for ``svc`` (affinity and batch clusters,
+    the batch listener), with the weights and priorities EDS would carry."""
+    pairs = service_cluster_inputs(svc, lb_api=api)
+    clusters = [build_cluster(cin) for _, cin in pairs]
     if mutate_cluster is not None:
         clusters = [mutate_cluster(c) for c in clusters]
+    factor = svc.failover.overprovisioning_factor if svc.failover else None
     twins = []
-    for version, built in zip(svc.versions, clusters, strict=True):
+    for (version, _), built in zip(pairs, clusters, strict=True):
         twin = _copy(built)
         twin.name = f"{built.name}#static"
         twin.type = cluster_v3.ClusterDiscoveryType.STATIC
         twin.eds_cluster_config = None
-        twin.load_assignment = build_load_assignment(built.name, version.endpoints)
+        twin.load_assignment = build_load_assignment(
+            built.name, effective_endpoints(svc, version), factor)
         twins.append(twin)
 
     listener = build_listener(listener_inputs(svc))
-    inline = _copy(listener)
-    inline.name = f"{listener.name}#static"
-    inline.address.socket_address.port_value = svc.listener.port + 1
-    hcm = inline.filter_chains[0].filters[0].typed_config.unpack()
-    assert type_of(hcm) is hcm_v3.HttpConnectionManager
-    hcm.rds = None
-    hcm.route_config = build_route_configuration(route_inputs(svc))
-    inline.filter_chains[0].filters[0] = listener_v3.Filter(
-        name="envoy.filters.network.http_connection_manager", typed_config=pb.Any.pack(hcm)
-    )
+    listeners = [listener, _inline(listener, build_route_configuration(route_inputs(svc)),
+                                   svc.listener.port + 1)]
+    blis, brin = batch_listener_inputs(svc), batch_route_inputs(svc)
+    if blis is not None and brin is not None:
+        batch = build_listener(blis)
+        listeners += [batch, _inline(batch, build_route_configuration(brin), blis.port + 1)]
 
     return bootstrap_v3.Bootstrap(
         node=core.Node(id="validate", cluster="sluice"),
@@ -173,7 +198,7 @@ def bootstrap_for(
             lds_config=ads_config_source(),
         ),
         static_resources=bootstrap_v3.BootstrapStaticResources(
-            listeners=[listener, inline], clusters=[_xds_cluster(), *clusters, *twins]
+            listeners=listeners, clusters=[_xds_cluster(), *clusters, *twins]
         ),
     )
 
@@ -187,6 +212,7 @@ def _mixed_endpoints() -> tuple[Endpoint, ...]:
             weight=1 + i % 3,
             labels=(("gpu", "h100" if i % 2 else "a100"), ("zone", "z1")),
             health=health[i % len(health)],
+            priority=i // 3,
         )
         for i in range(6)
     )
@@ -203,18 +229,28 @@ def _with_mixed_endpoints(svc: ModelService) -> ModelService:
 HASH_KEYS = {
     LbPolicy.RING_HASH: HashKey(header="x-session-id"),
     LbPolicy.MAGLEV: HashKey(header="x-session-id"),
+    LbPolicy.HYBRID: HashKey(header="x-session-id"),
 }
 
 
 def _full_options(policy: LbPolicy) -> ModelService:
-    """Every option the policy takes: hash key + bounded load, or slow start."""
+    """Every option the policy takes: hash key + bounded load, or slow start, bias,
+    capacity weights, failover, retries and the offline class."""
     svc = service(
         policy=policy,
         weights=(0, 20, 80),
         hash_key=HASH_KEYS.get(policy),
-        bounded_load=1.25 if policy.is_hashing else None,
+        bounded_load=1.25 if policy.takes_hash_key else None,
         slow_start=SlowStart(window_ms=60_000, aggression=1.5, min_weight_percent=5.0),
     )
+    lb = dataclasses.replace(
+        svc.load_balancing, active_request_bias=2.0,
+        capacity=Capacity((("a100", 1.0), ("h100", 2.5))),
+        load_report=LoadReportTuning() if policy is LbPolicy.LOAD_REPORT else None)
+    svc = dataclasses.replace(
+        svc, load_balancing=lb, failover=Failover(200, 30.0), retries=Retries(),
+        offline=Offline(listener=ListenerSpec("127.0.0.1", 10100)),
+        routing=RoutingState((("10.2.0.1:8000", 250),), batch_max_requests=7))
     return _with_mixed_endpoints(svc)
 
 
@@ -238,6 +274,9 @@ VARIANTS = {
         service(weights=(100,), health_check=None, outlier_detection=None),
         timeouts=Timeouts(request_ms=0, idle_ms=0),
     ),
+    "offline-header-only": dataclasses.replace(service(), offline=Offline()),
+    "retries-reset-before-request": dataclasses.replace(
+        service(), retries=Retries(on=("reset-before-request",), attempts=1)),
     "ring-200-pods": service(policy=LbPolicy.RING_HASH, pool=200, weights=(100,)),
     "maglev-1000-pods": service(policy=LbPolicy.MAGLEV, pool=1000, weights=(100,)),
     "empty-pool": service(policy=LbPolicy.RING_HASH, pool=0),
@@ -264,10 +303,11 @@ def _non_prime_maglev(cluster: Any) -> Any:
     if cluster.load_balancing_policy is not None:
         ext = cluster.load_balancing_policy.policies[0].typed_extension_config
         config = ext.typed_config.unpack()
-        assert type_of(config) is lb_maglev.Maglev
+        if type_of(config) is not lb_maglev.Maglev:
+            return cluster  # the offline class's cluster
         config.table_size = 65536
         ext.typed_config = pb.Any.pack(config)
-    else:
+    elif cluster.maglev_lb_config is not None:
         cluster.maglev_lb_config.table_size = 65536
     return cluster
 

@@ -27,23 +27,11 @@ asserts that too).
 
 from __future__ import annotations
 
-import datetime
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-import betterproto2
 from envoy_data_plane.envoy.config.cluster import v3 as cluster_v3
 from envoy_data_plane.envoy.config.core import v3 as core
-from envoy_data_plane.envoy.extensions.load_balancing_policies.common import v3 as lb_common
-from envoy_data_plane.envoy.extensions.load_balancing_policies.least_request import (
-    v3 as lb_least_request,
-)
-from envoy_data_plane.envoy.extensions.load_balancing_policies.maglev import v3 as lb_maglev
-from envoy_data_plane.envoy.extensions.load_balancing_policies.random import v3 as lb_random
-from envoy_data_plane.envoy.extensions.load_balancing_policies.ring_hash import v3 as lb_ring_hash
-from envoy_data_plane.envoy.extensions.load_balancing_policies.round_robin import (
-    v3 as lb_round_robin,
-)
 from envoy_data_plane.envoy.extensions.upstreams.http import v3 as upstream_http
 from envoy_data_plane.envoy.type import v3 as type_v3
 
@@ -51,14 +39,19 @@ from controlplane.model import (
     CircuitBreakers,
     HealthCheck,
     LbPolicy,
+    LoadReportTuning,
     ModelService,
     OutlierDetection,
     SlowStart,
     Version,
+    affinity_cluster_name,
+    batch_cluster_name,
     cluster_name,
+    hybrid_header,
 )
 from xds.resources import hashing
 from xds.resources._common import ads_config_source, ms, pack
+from xds.resources.policies import envoy_policy, set_legacy_lb, typed_policy
 
 CONNECT_TIMEOUT_MS = 5_000
 # Envoy's documented default for LEAST_REQUEST; stated explicitly so the pushed
@@ -68,22 +61,6 @@ HTTP_PROTOCOL_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOpti
 
 _SLOW_START_POLICIES = (LbPolicy.ROUND_ROBIN, LbPolicy.LEAST_REQUEST)
 
-_TYPED_POLICY_NAME = {
-    LbPolicy.ROUND_ROBIN: "envoy.load_balancing_policies.round_robin",
-    LbPolicy.LEAST_REQUEST: "envoy.load_balancing_policies.least_request",
-    LbPolicy.RANDOM: "envoy.load_balancing_policies.random",
-    LbPolicy.RING_HASH: "envoy.load_balancing_policies.ring_hash",
-    LbPolicy.MAGLEV: "envoy.load_balancing_policies.maglev",
-}
-
-_LEGACY_POLICY = {
-    LbPolicy.ROUND_ROBIN: cluster_v3.ClusterLbPolicy.ROUND_ROBIN,
-    LbPolicy.LEAST_REQUEST: cluster_v3.ClusterLbPolicy.LEAST_REQUEST,
-    LbPolicy.RANDOM: cluster_v3.ClusterLbPolicy.RANDOM,
-    LbPolicy.RING_HASH: cluster_v3.ClusterLbPolicy.RING_HASH,
-    LbPolicy.MAGLEV: cluster_v3.ClusterLbPolicy.MAGLEV,
-}
-
 
 class LbApi(enum.Enum):
     TYPED = "typed"
@@ -92,11 +69,13 @@ class LbApi(enum.Enum):
 
 @dataclass(frozen=True)
 class ClusterInputs:
-    """Everything a version's Cluster depends on, normalized so equal Clusters have equal inputs.
+    """Everything a Cluster depends on, normalized so equal Clusters have equal inputs.
 
     Not the traffic weight and not the endpoints (those are RDS and EDS). Fields
     a policy ignores are cleared: ``pool_bucket``/``hash_balance_factor`` only
     for hashing policies, ``slow_start`` only for round robin / least request.
+    ``policy`` is what the cluster runs (a hybrid version's affinity cluster
+    runs Maglev, its own cluster least request).
     """
 
     name: str
@@ -108,16 +87,23 @@ class ClusterInputs:
     outlier_detection: OutlierDetection | None = None
     circuit_breakers: CircuitBreakers = field(default_factory=CircuitBreakers)
     lb_api: LbApi = LbApi.TYPED
+    active_request_bias: float = ACTIVE_REQUEST_BIAS
+    load_report: LoadReportTuning | None = None
+    panic_threshold: float | None = None  # percent; None: Envoy's 50
+    retry_budget: tuple[float, int] | None = None  # (percent, min concurrency)
 
 
 def cluster_inputs(
     service: ModelService, version: Version, *, lb_api: LbApi = LbApi.TYPED
 ) -> ClusterInputs:
+    """The version's own cluster ``<service>/<version>``."""
     lb = service.load_balancing
-    hashing_policy = lb.policy.is_hashing
+    policy = LbPolicy.LEAST_REQUEST if lb.policy is LbPolicy.HYBRID else lb.policy
+    hashing_policy = policy.is_hashing
+    retries = service.retries
     return ClusterInputs(
         name=cluster_name(service.name, version.name),
-        policy=lb.policy,
+        policy=policy,
         pool_bucket=hashing.pool_bucket(len(version.endpoints)) if hashing_policy else 0,
         hash_balance_factor=(
             hashing.hash_balance_factor(lb.bounded_load)
@@ -125,12 +111,69 @@ def cluster_inputs(
             else None
         ),
         # Envoy supports slow start only for these two policies.
-        slow_start=service.slow_start if lb.policy in _SLOW_START_POLICIES else None,
+        slow_start=service.slow_start
+        if envoy_policy(policy) in _SLOW_START_POLICIES else None,
         health_check=service.health_check,
         outlier_detection=service.outlier_detection,
         circuit_breakers=service.circuit_breakers,
         lb_api=lb_api,
+        active_request_bias=lb.active_request_bias
+        if envoy_policy(policy) is LbPolicy.LEAST_REQUEST else ACTIVE_REQUEST_BIAS,
+        load_report=(lb.load_report or LoadReportTuning())
+        if policy is LbPolicy.LOAD_REPORT else None,
+        panic_threshold=service.failover.panic_threshold if service.failover else None,
+        retry_budget=(retries.budget_percent, retries.min_concurrency) if retries else None,
     )
+
+
+def affinity_inputs(service: ModelService, version: Version, base: ClusterInputs) -> ClusterInputs:
+    """Hybrid: ``<service>/<version>/affinity``, Maglev under bounded load, same endpoints."""
+    factor = service.load_balancing.bounded_load
+    return replace(
+        base,
+        name=affinity_cluster_name(service.name, version.name),
+        policy=LbPolicy.MAGLEV,
+        pool_bucket=hashing.pool_bucket(len(version.endpoints)),
+        hash_balance_factor=hashing.hash_balance_factor(factor) if factor is not None else None,
+        slow_start=None,
+        active_request_bias=ACTIVE_REQUEST_BIAS,
+    )
+
+
+def batch_inputs(service: ModelService, version: Version, base: ClusterInputs) -> ClusterInputs:
+    """Offline class: ``<service>/<version>/batch``, least request under the batch cap.
+
+    The cap is per proxy (each Envoy counts its own requests); until the routing
+    controller has sized it, batch gets nothing.
+    """
+    cap = service.routing.batch_max_requests or 0
+    cb = service.circuit_breakers
+    return replace(
+        base,
+        name=batch_cluster_name(service.name, version.name),
+        policy=LbPolicy.LEAST_REQUEST,
+        pool_bucket=0,
+        hash_balance_factor=None,
+        slow_start=None,
+        active_request_bias=ACTIVE_REQUEST_BIAS,
+        load_report=None,
+        circuit_breakers=replace(cb, max_requests=cap, max_pending_requests=cap),
+    )
+
+
+def service_cluster_inputs(
+    service: ModelService, *, lb_api: LbApi = LbApi.TYPED
+) -> list[tuple[Version, ClusterInputs]]:
+    """Every cluster of a service: per version its own, then affinity and batch ones."""
+    out: list[tuple[Version, ClusterInputs]] = []
+    for version in service.versions:
+        base = cluster_inputs(service, version, lb_api=lb_api)
+        out.append((version, base))
+        if hybrid_header(service) is not None:
+            out.append((version, affinity_inputs(service, version, base)))
+        if service.offline is not None:
+            out.append((version, batch_inputs(service, version, base)))
+    return out
 
 
 def build_cluster(inputs: ClusterInputs) -> cluster_v3.Cluster:
@@ -152,41 +195,43 @@ def build_cluster(inputs: ClusterInputs) -> cluster_v3.Cluster:
                 )
             )
         },
-        circuit_breakers=_circuit_breakers(inputs.circuit_breakers),
+        circuit_breakers=_circuit_breakers(inputs.circuit_breakers, inputs.retry_budget),
     )
     if inputs.health_check is not None:
         cluster.health_checks = [_health_check(inputs.health_check)]
     if inputs.outlier_detection is not None:
         cluster.outlier_detection = _outlier_detection(inputs.outlier_detection)
     if inputs.lb_api is LbApi.TYPED:
-        cluster.load_balancing_policy = cluster_v3.LoadBalancingPolicy(
-            policies=[
-                cluster_v3.LoadBalancingPolicyPolicy(
-                    typed_extension_config=core.TypedExtensionConfig(
-                        name=_TYPED_POLICY_NAME[inputs.policy],
-                        typed_config=pack(_typed_policy_config(inputs)),
-                    )
-                )
-            ]
-        )
+        cluster.load_balancing_policy = typed_policy(inputs)
     else:
-        _set_legacy_lb(cluster, inputs)
+        set_legacy_lb(cluster, inputs)
+    if inputs.panic_threshold is not None:
+        # Read from common_lb_config with either encoding of the policy.
+        common = cluster.common_lb_config or cluster_v3.ClusterCommonLbConfig()
+        common.healthy_panic_threshold = type_v3.Percent(value=inputs.panic_threshold)
+        cluster.common_lb_config = common
     return cluster
 
 
-def _circuit_breakers(cb: CircuitBreakers) -> cluster_v3.CircuitBreakers:
+def _circuit_breakers(
+    cb: CircuitBreakers, retry_budget: tuple[float, int] | None
+) -> cluster_v3.CircuitBreakers:
     # https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/cluster/v3/circuit_breaker.proto
-    return cluster_v3.CircuitBreakers(
-        thresholds=[
-            cluster_v3.CircuitBreakersThresholds(
-                priority=core.RoutingPriority.DEFAULT,
-                max_connections=cb.max_connections,
-                max_pending_requests=cb.max_pending_requests,
-                max_requests=cb.max_requests,
-                max_retries=cb.max_retries,
-            )
-        ]
+    thresholds = cluster_v3.CircuitBreakersThresholds(
+        priority=core.RoutingPriority.DEFAULT,
+        max_connections=cb.max_connections,
+        max_pending_requests=cb.max_pending_requests,
+        max_requests=cb.max_requests,
+        max_retries=cb.max_retries,
     )
+    if retry_budget is not None:
+        # With a budget, max_retries no longer applies: retries in flight are
+        # bounded by a share of the requests in flight instead.
+        percent, minimum = retry_budget
+        thresholds.retry_budget = cluster_v3.CircuitBreakersThresholdsRetryBudget(
+            budget_percent=type_v3.Percent(value=percent), min_retry_concurrency=minimum
+        )
+    return cluster_v3.CircuitBreakers(thresholds=[thresholds])
 
 
 def _health_check(hc: HealthCheck) -> core.HealthCheck:
@@ -197,10 +242,11 @@ def _health_check(hc: HealthCheck) -> core.HealthCheck:
         unhealthy_threshold=hc.unhealthy_threshold,
         healthy_threshold=hc.healthy_threshold,
         # Envoy checks a cluster that has never carried traffic only every 60 s
-        # by default. A canary at weight 0 is exactly such a cluster, and its
-        # health must be known *before* the rollout shifts traffic onto it, so
-        # it is checked as often as a busy one (a GET /health is negligible
-        # next to a generation).
+        # by default (measured: failover delayed by ≈57 s). A canary at weight 0,
+        # or a failover priority that takes no traffic until the first pool
+        # fails, is exactly such a cluster, and its health must be known
+        # *before* traffic moves onto it, so it is checked as often as a busy
+        # one (a GET /health is negligible next to a generation).
         no_traffic_interval=ms(hc.interval_ms),
         http_health_check=core.HealthCheckHttpHealthCheck(path=hc.path),
     )
@@ -214,107 +260,3 @@ def _outlier_detection(od: OutlierDetection) -> cluster_v3.OutlierDetection:
         base_ejection_time=ms(od.base_ejection_time_ms),
         max_ejection_percent=od.max_ejection_percent,
     )
-
-
-def _runtime_double(value: float, key: str) -> core.RuntimeDouble:
-    return core.RuntimeDouble(default_value=value, runtime_key=key)
-
-
-def _slow_start_fields(
-    inputs: ClusterInputs,
-) -> tuple[datetime.timedelta, core.RuntimeDouble, type_v3.Percent] | None:
-    ss = inputs.slow_start
-    if ss is None:
-        return None
-    aggression = _runtime_double(ss.aggression, f"sluice.{inputs.name}.slow_start_aggression")
-    return ms(ss.window_ms), aggression, type_v3.Percent(value=ss.min_weight_percent)
-
-
-def _typed_slow_start(inputs: ClusterInputs) -> lb_common.SlowStartConfig | None:
-    fields = _slow_start_fields(inputs)
-    if fields is None:
-        return None
-    window, aggression, min_weight = fields
-    return lb_common.SlowStartConfig(
-        slow_start_window=window, aggression=aggression, min_weight_percent=min_weight
-    )
-
-
-def _legacy_slow_start(inputs: ClusterInputs) -> cluster_v3.ClusterSlowStartConfig | None:
-    fields = _slow_start_fields(inputs)
-    if fields is None:
-        return None
-    window, aggression, min_weight = fields
-    return cluster_v3.ClusterSlowStartConfig(
-        slow_start_window=window, aggression=aggression, min_weight_percent=min_weight
-    )
-
-
-def _active_request_bias(inputs: ClusterInputs) -> core.RuntimeDouble:
-    return _runtime_double(ACTIVE_REQUEST_BIAS, f"sluice.{inputs.name}.active_request_bias")
-
-
-def _consistent_hashing(inputs: ClusterInputs) -> lb_common.ConsistentHashingLbConfig | None:
-    if inputs.hash_balance_factor is None:
-        return None
-    return lb_common.ConsistentHashingLbConfig(hash_balance_factor=inputs.hash_balance_factor)
-
-
-def _typed_policy_config(inputs: ClusterInputs) -> betterproto2.Message:
-    """The extension config message for ``load_balancing_policy``.
-
-    https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/cluster/v3/cluster.proto#envoy-v3-api-msg-config-cluster-v3-loadbalancingpolicy
-    """
-    policy = inputs.policy
-    if policy is LbPolicy.ROUND_ROBIN:
-        return lb_round_robin.RoundRobin(slow_start_config=_typed_slow_start(inputs))
-    if policy is LbPolicy.LEAST_REQUEST:
-        return lb_least_request.LeastRequest(
-            active_request_bias=_active_request_bias(inputs),
-            slow_start_config=_typed_slow_start(inputs),
-        )
-    if policy is LbPolicy.RANDOM:
-        return lb_random.Random()
-    if policy is LbPolicy.RING_HASH:
-        return lb_ring_hash.RingHash(
-            minimum_ring_size=hashing.ring_hash_minimum_size(inputs.pool_bucket),
-            consistent_hashing_lb_config=_consistent_hashing(inputs),
-        )
-    if policy is LbPolicy.MAGLEV:
-        return lb_maglev.Maglev(
-            table_size=hashing.maglev_table_size(inputs.pool_bucket),
-            consistent_hashing_lb_config=_consistent_hashing(inputs),
-        )
-    raise AssertionError(f"unhandled policy {policy}")
-
-
-def _set_legacy_lb(cluster: cluster_v3.Cluster, inputs: ClusterInputs) -> None:
-    """``lb_policy`` plus its ``*_lb_config`` (a oneof) and ``common_lb_config``.
-
-    https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/cluster/v3/cluster.proto#envoy-v3-api-field-config-cluster-v3-cluster-lb-policy
-    """
-    policy = inputs.policy
-    cluster.lb_policy = _LEGACY_POLICY[policy]
-    if policy is LbPolicy.ROUND_ROBIN and inputs.slow_start is not None:
-        cluster.round_robin_lb_config = cluster_v3.ClusterRoundRobinLbConfig(
-            slow_start_config=_legacy_slow_start(inputs)
-        )
-    elif policy is LbPolicy.LEAST_REQUEST:
-        cluster.least_request_lb_config = cluster_v3.ClusterLeastRequestLbConfig(
-            active_request_bias=_active_request_bias(inputs),
-            slow_start_config=_legacy_slow_start(inputs),
-        )
-    elif policy is LbPolicy.RING_HASH:
-        cluster.ring_hash_lb_config = cluster_v3.ClusterRingHashLbConfig(
-            minimum_ring_size=hashing.ring_hash_minimum_size(inputs.pool_bucket)
-        )
-    elif policy is LbPolicy.MAGLEV:
-        cluster.maglev_lb_config = cluster_v3.ClusterMaglevLbConfig(
-            table_size=hashing.maglev_table_size(inputs.pool_bucket)
-        )
-    if inputs.hash_balance_factor is not None:
-        cluster.common_lb_config = cluster_v3.ClusterCommonLbConfig(
-            consistent_hashing_lb_config=cluster_v3.ClusterCommonLbConfigConsistentHashingLbConfig(
-                hash_balance_factor=inputs.hash_balance_factor
-            )
-        )

@@ -54,18 +54,41 @@ def build_lb_endpoint(endpoint: Endpoint) -> endpoint_v3.LbEndpoint:
     return lb_endpoint
 
 
+def priority_groups(endpoints: tuple[Endpoint, ...]) -> list[tuple[int, list[Endpoint]]]:
+    """Endpoints by priority, dense-ranked from 0 (Envoy wants no gap), each in given order.
+
+    A version whose endpoints all have one priority is one priority-0 group,
+    whatever that priority is (an experiment may move endpoints between versions).
+    """
+    levels = sorted({e.priority for e in endpoints}) or [0]
+    rank = {p: i for i, p in enumerate(levels)}
+    groups: list[list[Endpoint]] = [[] for _ in levels]
+    for e in endpoints:
+        groups[rank[e.priority]].append(e)
+    return list(enumerate(groups))
+
+
 def build_load_assignment(
-    cluster: str, endpoints: tuple[Endpoint, ...]
+    cluster: str, endpoints: tuple[Endpoint, ...], overprovisioning_factor: int | None = None
 ) -> endpoint_v3.ClusterLoadAssignment:
-    """All endpoints in one priority-0 LocalityLbEndpoints, in the given order."""
-    return endpoint_v3.ClusterLoadAssignment(
+    """One LocalityLbEndpoints per priority (see ``priority_groups``), endpoints in order.
+
+    https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/load_balancing/priority
+    """
+    cla = endpoint_v3.ClusterLoadAssignment(
         cluster_name=cluster,
         endpoints=[
             endpoint_v3.LocalityLbEndpoints(
-                lb_endpoints=[build_lb_endpoint(e) for e in endpoints], priority=0
+                lb_endpoints=[build_lb_endpoint(e) for e in group], priority=priority
             )
+            for priority, group in priority_groups(endpoints)
         ],
     )
+    if overprovisioning_factor is not None:
+        cla.policy = endpoint_v3.ClusterLoadAssignmentPolicy(
+            overprovisioning_factor=overprovisioning_factor
+        )
+    return cla
 
 
 def _varint(value: int) -> bytes:
@@ -125,13 +148,23 @@ def _lb_endpoint_bytes(endpoint: Endpoint) -> bytes:
     return out + _len_field(4, weight)
 
 
-def serialize_load_assignment(cluster: str, endpoints: tuple[Endpoint, ...]) -> bytes:
-    """``bytes(build_load_assignment(cluster, endpoints))``, endpoint by endpoint.
+def serialize_load_assignment(
+    cluster: str, endpoints: tuple[Endpoint, ...], overprovisioning_factor: int | None = None
+) -> bytes:
+    """``bytes(build_load_assignment(cluster, endpoints, overprovisioning_factor))``.
 
-    ClusterLoadAssignment: cluster_name = 1, endpoints = 2;
-    LocalityLbEndpoints: lb_endpoints = 2 (priority 0 is the proto3 default,
-    so it is not on the wire).
+    ClusterLoadAssignment: cluster_name = 1, endpoints = 2, policy = 4;
+    LocalityLbEndpoints: lb_endpoints = 2, priority = 5 (0 is the proto3
+    default, so it is not on the wire); Policy: overprovisioning_factor = 3
+    (UInt32Value {value = 1}).
     """
-    locality = b"".join(_len_field(2, _lb_endpoint_bytes(e)) for e in endpoints)
-    head = _len_field(1, cluster.encode()) if cluster else b""
-    return head + _len_field(2, locality)
+    out = _len_field(1, cluster.encode()) if cluster else b""
+    for priority, group in priority_groups(endpoints):
+        locality = b"".join(_len_field(2, _lb_endpoint_bytes(e)) for e in group)
+        if priority:
+            locality += _varint_field(5, priority)
+        out += _len_field(2, locality)
+    if overprovisioning_factor is not None:
+        factor = _varint_field(1, overprovisioning_factor) if overprovisioning_factor else b""
+        out += _len_field(4, _len_field(3, factor))
+    return out

@@ -193,6 +193,7 @@ def test_config_error_str_format() -> None:
     result = load_text(doc(BODY + "extra: 1\n"), "svc.yaml")
     assert [str(e) for e in result.errors] == [
         "svc.yaml:12:3: spec.extra: unknown field 'extra'; known fields: listener, versions, "
-        "loadBalancing, healthCheck, outlierDetection, slowStart, circuitBreakers, timeouts"
+        "loadBalancing, healthCheck, outlierDetection, slowStart, circuitBreakers, timeouts, "
+        "failover, retries, offline, router"
     ]
     assert errors_of(result)[0][:3] == (12, 3, "spec.extra")

@@ -74,12 +74,13 @@ CASES = [
      "spec.versions[0].weight", "must be between 0 and 100"),
     ("hashkey-with-least-request", BODY + "loadBalancing: {hashKey: {header: x-user}}\n",
      12, 19, "spec.loadBalancing.hashKey",
-     "only valid with policy ring_hash or maglev (policy is least_request by default)"),
+     "only valid with policy ring_hash, maglev or hybrid (policy is least_request by default)"),
     ("hashkey-with-round-robin",
      BODY + "loadBalancing: {policy: round_robin, hashKey: {sourceIp: true}}\n", 12, 40,
      "spec.loadBalancing.hashKey", "(policy is round_robin); remove hashKey"),
     ("bounded-load-without-hashing", BODY + "loadBalancing: {policy: random, boundedLoad: 1.5}\n",
-     12, 35, "spec.loadBalancing.boundedLoad", "only valid with policy ring_hash or maglev"),
+     12, 35, "spec.loadBalancing.boundedLoad",
+     "only valid with policy ring_hash, maglev or hybrid"),
     ("hashing-without-hashkey", BODY + "loadBalancing: {policy: maglev}\n", 12, 27,
      "spec.loadBalancing.hashKey",
      "policy maglev hashes requests: add loadBalancing.hashKey, e.g. hashKey: "
@@ -102,10 +103,12 @@ CASES = [
      "must be greater than 1.0 (got 1.0)"),
     ("unknown-policy", BODY + "loadBalancing: {policy: maglve}\n", 12, 27,
      "spec.loadBalancing.policy",
-     "must be one of round_robin, least_request, random, ring_hash, maglev (got 'maglve')"),
+     "must be one of round_robin, least_request, random, ring_hash, maglev, response_time, "
+     "load_report, hybrid (got 'maglve')"),
     ("slow-start-with-maglev", BODY + "loadBalancing: {policy: maglev, hashKey: "
      "{sourceIp: true}}\nslowStart: {window: 30s}\n", 13, 3, "spec.slowStart",
-     "only valid with policy round_robin or least_request (Envoy ignores it with maglev)"),
+     "only valid with policy round_robin, least_request, response_time or hybrid (Envoy "
+     "ignores it with maglev)"),
     ("duration-integer", BODY + "healthCheck: {interval: 5}\n", 12, 27,
      "spec.healthCheck.interval", "expected a duration string like '5s', got an integer"),
     ("duration-no-unit", BODY + "healthCheck: {interval: '5'}\n", 12, 27,

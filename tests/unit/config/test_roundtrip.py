@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jsonschema  # type: ignore[import-untyped]
 import yaml
 from hypothesis import given, settings
@@ -9,17 +11,24 @@ from hypothesis import strategies as st
 
 from controlplane.config import load_text, modelservice_json_schema, service_to_dict
 from controlplane.model import (
+    RETRY_CONDITIONS,
+    Capacity,
     CircuitBreakers,
     CookieHashKey,
     Endpoint,
     EndpointHealth,
+    Failover,
     HashKey,
     HealthCheck,
     LbPolicy,
     ListenerSpec,
     LoadBalancing,
+    LoadReportTuning,
     ModelService,
+    Offline,
     OutlierDetection,
+    ResponseTimeTuning,
+    Retries,
     SlowStart,
     Timeouts,
     Version,
@@ -63,9 +72,11 @@ def versions(draw: st.DrawFn) -> tuple[Version, ...]:
         Version(
             name=name,
             weight=bounds[i + 1] - bounds[i],
-            endpoints=tuple(draw(st.lists(
-                endpoints, min_size=1, max_size=3, unique_by=lambda e: (e.address, e.port)
-            ))),
+            endpoints=tuple(
+                dataclasses.replace(e, priority=j % 2)  # priorities 0, 1: no gap
+                for j, e in enumerate(draw(st.lists(
+                    endpoints, min_size=1, max_size=3, unique_by=lambda e: (e.address, e.port)
+                )))),
         )
         for i, name in enumerate(vnames)
     )
@@ -78,19 +89,62 @@ hash_keys = st.one_of(
 )
 
 
+durations = st.integers(1, 10**6)
+capacities = st.builds(
+    Capacity,
+    table=st.dictionaries(label_values.filter(bool), st.floats(0.01, 1000.0), min_size=1,
+                          max_size=3).map(lambda d: tuple(sorted(d.items()))),
+    label=st.sampled_from(["gpu", "accel"]),
+)
+
+
+@st.composite
+def load_balancing(draw: st.DrawFn) -> LoadBalancing:
+    policy = draw(st.sampled_from(LbPolicy))
+    hash_key = bounded = None
+    if policy is LbPolicy.HYBRID:
+        hash_key = draw(st.builds(HashKey, header=st.from_regex(r"x-[a-z0-9-]{1,12}",
+                                                               fullmatch=True)))
+        bounded = draw(st.floats(1.0, 1000.0, exclude_min=True))
+    elif policy.is_hashing:
+        hash_key = draw(hash_keys)
+        bounded = draw(st.none() | st.floats(1.0, 1000.0, exclude_min=True))
+    return LoadBalancing(
+        policy, hash_key, bounded,
+        active_request_bias=draw(st.floats(0.0, 10.0)) if policy.is_least_request else 1.0,
+        capacity=draw(st.none() | capacities),
+        response_time=draw(st.none() | st.builds(
+            ResponseTimeTuning, interval_ms=durations, hysteresis=st.floats(0.0, 0.9),
+            max_step=st.floats(1.0, 10.0, exclude_min=True),
+            floor=st.floats(0.0, 1.0, exclude_min=True), stale_after_ms=durations))
+        if policy is LbPolicy.RESPONSE_TIME else None,
+        load_report=draw(st.none() | st.builds(
+            LoadReportTuning, blackout_period_ms=st.integers(0, 10**6),
+            weight_update_period_ms=durations, weight_expiration_period_ms=durations,
+            error_utilization_penalty=st.floats(0.0, 100.0)))
+        if policy is LbPolicy.LOAD_REPORT else None,
+    )
+
+
+offline = st.builds(
+    Offline,
+    header=st.just("x-priority"),
+    value=st.sampled_from(["batch", "low"]),
+    listener=st.none(),
+    concurrency_per_pod=st.integers(1, 10_000),
+    max_concurrency=st.none() | st.integers(0, 1_000_000),
+    retry_after_s=st.integers(1, 3600),
+    interval_ms=durations,
+)
+
+
 @st.composite
 def services(draw: st.DrawFn) -> ModelService:
-    policy = draw(st.sampled_from(LbPolicy))
-    if policy.is_hashing:
-        lb = LoadBalancing(
-            policy,
-            draw(hash_keys),
-            draw(st.none() | st.floats(1.0, 1000.0, exclude_min=True)),
-        )
-    else:
-        lb = LoadBalancing(policy)
+    lb = draw(load_balancing())
+    policy = lb.policy
     slow_start = None
-    if policy in (LbPolicy.ROUND_ROBIN, LbPolicy.LEAST_REQUEST):
+    if policy in (LbPolicy.ROUND_ROBIN, LbPolicy.LEAST_REQUEST, LbPolicy.RESPONSE_TIME,
+                  LbPolicy.HYBRID):
         slow_start = draw(st.none() | st.builds(
             SlowStart,
             window_ms=positive_ms,
@@ -113,6 +167,14 @@ def services(draw: st.DrawFn) -> ModelService:
         slow_start=slow_start,
         circuit_breakers=draw(st.builds(CircuitBreakers, *[st.integers(0, 2**32 - 1)] * 4)),
         timeouts=draw(st.builds(Timeouts, request_ms=any_ms, idle_ms=any_ms)),
+        failover=draw(st.none() | st.builds(Failover, st.integers(100, 100_000),
+                                            st.floats(0.0, 100.0))),
+        retries=draw(st.none() | st.builds(
+            Retries, on=st.lists(st.sampled_from(RETRY_CONDITIONS), min_size=1, max_size=4,
+                                 unique=True).map(tuple),
+            attempts=st.integers(1, 10), budget_percent=st.floats(0.0, 100.0, exclude_min=True),
+            min_concurrency=st.integers(1, 10_000))),
+        offline=draw(st.none() | offline),
     )
 
 

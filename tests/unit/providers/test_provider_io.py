@@ -100,7 +100,7 @@ async def test_envoy_asks_only_for_the_target_clusters(
     finally:
         await provider.close()
     assert seen["path"] == "/stats/prometheus"
-    assert seen["filter"] == r"^cluster\.(a/v1|a/v2)\."
+    assert seen["filter"] == r"^cluster\.(a/v1|a/v2)(/affinity)?\."
 
 
 async def test_envoy_all_failing_is_provider_error() -> None:

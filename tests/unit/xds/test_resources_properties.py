@@ -23,7 +23,9 @@ from controlplane.model import (
     SlowStart,
     Timeouts,
     Version,
+    affinity_cluster_name,
     cluster_name,
+    hybrid_header,
 )
 from tests.unit.xds.resources_fixtures import roundtrip
 from xds.resources import (
@@ -149,12 +151,23 @@ def test_weight_change_touches_only_the_route(service: ModelService, shift: int)
 def test_route_splits_over_every_version_in_order(service: ModelService) -> None:
     inputs = route_inputs(service)
     route = build_route_configuration(inputs)
-    wc = roundtrip(route).virtual_hosts[0].routes[0].route.weighted_clusters
+    routes = roundtrip(route).virtual_hosts[0].routes
+    wc = routes[-1].route.weighted_clusters
     expected = [(cluster_name(service.name, v.name), v.weight) for v in service.versions]
     assert [(c.name, c.weight) for c in wc.clusters] == expected
     assert sum(c.weight for c in wc.clusters) == 100
-    assert route_cluster_refs(inputs) == {name for name, _ in expected}
-    assert (wc.use_hash_policy is True) == (service.load_balancing.hash_key is not None)
+    hybrid = hybrid_header(service) is not None
+    keyed = [(affinity_cluster_name(service.name, v.name), v.weight) for v in service.versions]
+    assert route_cluster_refs(inputs) == {n for n, _ in expected + (keyed if hybrid else [])}
+    hashed = service.load_balancing.hash_key is not None and not hybrid
+    assert (wc.use_hash_policy is True) == hashed
+    if hybrid:  # keyed requests: the affinity clusters, same split, same hash
+        [first, _] = routes
+        assert [(c.name, c.weight) for c in first.route.weighted_clusters.clusters] == keyed
+        assert first.route.weighted_clusters.use_hash_policy is True
+        assert first.match.headers[0].present_match is True
+    else:
+        assert len(routes) == 1
 
 
 @_settings

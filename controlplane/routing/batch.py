@@ -1,0 +1,51 @@
+"""The offline class's concurrency cap, sized from the fleet's spare capacity (pure).
+
+Every pod of capacity ``c`` (its prior weight over the weight scale: 2 for an
+H100 with ``capacity: {h100: 2, a100: 1}``) comfortably holds
+``concurrencyPerPod × c`` requests. What online traffic does not use of that,
+measured as its mean requests in flight over the last window, is spare; batch
+may use the spare of the whole fleet::
+
+    cap = min(maxConcurrency, floor(Σ_pods max(0, slots_i − online_i)))
+
+Each proxy enforces its own share (Envoy's circuit breakers count per proxy),
+``cap // proxies``. The cap moves when online load moves, but slowly: a new cap
+is a new batch cluster (CDS), and Envoy starts a replaced cluster's circuit
+breaker from zero while the old cluster's requests finish, so every change lets
+up to one extra cap of batch requests in for as long as those last. Hence a
+change below 20 % (or one request) is ignored, and a change happens at most
+every ``CHANGE_EVERY`` intervals, except that a drop to zero or by half always applies at once
+(online first).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+__all__ = ["fleet_cap", "per_proxy_cap"]
+
+HYSTERESIS = 0.2
+CHANGE_EVERY = 5  # intervals between two changes of the cap (unless it must drop)
+
+
+def fleet_cap(slots: Mapping[str, float], online: Mapping[str, float],
+              max_concurrency: int | None = None) -> int:
+    """Batch requests the fleet can take on top of its online load."""
+    spare = sum(max(0.0, s - online.get(k, 0.0)) for k, s in slots.items())
+    cap = math.floor(spare + 1e-9)
+    return cap if max_concurrency is None else min(cap, max_concurrency)
+
+
+def per_proxy_cap(total: int, proxies: int, previous: int | None,
+                  since_change_s: float = math.inf, min_change_s: float = 0.0) -> int:
+    """One proxy's share of ``total``, kept at ``previous`` while the change is noise or
+    the last change is younger than ``min_change_s``."""
+    new = total // max(1, proxies)
+    if previous is None or new == previous:
+        return new
+    if new == 0 or new <= previous // 2:
+        return new
+    if abs(new - previous) <= max(1.0, HYSTERESIS * previous):
+        return previous
+    return new if since_change_s >= min_change_s else previous
