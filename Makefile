@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/sluice/wire/v1/*.proto)
 WIRE   := xds/_wire/wire_pb2.py
 
-.PHONY: install run test lint typecheck unit integration bench bench-storm bench-analysis clean \
-	prometheus chromium
+.PHONY: install run test lint typecheck unit integration bench bench-storm bench-analysis bench-routing clean \
+	prometheus chromium fuzz soak
 
 install: $(STAMP) $(WIRE)
 
@@ -48,13 +48,12 @@ run: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check . || true
 
 typecheck: install
 	$(VENV)/bin/mypy
 
 unit: install
-	$(VENV)/bin/pytest -q tests/unit
+	$(VENV)/bin/pytest -q tests/unit tests/kube
 
 integration: install prometheus chromium
 	$(VENV)/bin/pytest -q tests/integration
@@ -73,6 +72,22 @@ bench-storm: install
 
 bench-analysis: install
 	$(PY) -m bench.calibration
+
+# Routing policies through a real Envoy and simulated GPU pods, plus the DES (~11 min).
+bench-routing: install
+	$(PY) -m bench.routing
+
+# Every fuzz target for FUZZ_SECONDS each (fresh seeds): inputs tried and crashes found.
+# make fuzz FUZZ="--engine atheris" drives the same targets from libFuzzer (pip install atheris).
+FUZZ_SECONDS ?= 60
+fuzz: install
+	$(PY) -m tests.fuzz --seconds $(FUZZ_SECONDS) $(FUZZ)
+
+# Chaos soak (loopback only): faults at random times for SOAK_MINUTES while an experiment
+# runs under load; prints the figures and exits 1 when an invariant breaks.
+SOAK_MINUTES ?= 20
+soak: install prometheus
+	$(PY) -m tests.soak --minutes $(SOAK_MINUTES) $(SOAK)
 
 clean:
 	rm -rf $(VENV) $(WIRE) xds/_wire/wire_pb2.pyi .mypy_cache .ruff_cache .pytest_cache

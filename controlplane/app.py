@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from controlplane.api_experiments import ExperimentsApi, read_token
+from controlplane.api_auth import Auth, read_tokens
+from controlplane.api_experiments import ExperimentsApi
 from controlplane.config import LoadResult
 from controlplane.debounce import Debounce
 from controlplane.experiment import Webhook
+from controlplane.kube.options import SOURCE as KUBE_SOURCE
+from controlplane.kube.options import KubeOptions
 from controlplane.metrics import Metrics
 from controlplane.metrics_experiments import ExperimentCollector
 from controlplane.notify import Notifier
@@ -25,14 +30,32 @@ from controlplane.rollout.journal import Journal
 from controlplane.rollout.manager import RolloutManager
 from controlplane.rollout.sources import provider_for
 from controlplane.rollout.sync import XdsProxyView
+from controlplane.routing.controller import RoutingCollector, RoutingController
 from controlplane.sources.file import FileSource
-from controlplane.state import StateStore
+from controlplane.state import StateError, StateStore
 from controlplane.store import Store
 from xds.build import build_snapshot
 from xds.cache import ResourceEncoder, SnapshotCache
+from xds.limits import StreamLimits
 from xds.server import XdsServer
+from xds.tls import TlsFiles
+
+if TYPE_CHECKING:
+    from controlplane.kube.mode import KubeMode
 
 log = logging.getLogger("sluice")
+# Retention of the state file's events: a year-long experiment's looks fit (MAX_LOOKS is
+# 100,000 per experiment), and a file that grows forever does not.
+EVENT_MAX_AGE_S = 90 * 86400.0
+EVENT_MAX_PER_KEY = 200_000
+TRIM_EVERY_S = 3600.0
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def split_address(text: str, what: str) -> tuple[str, int]:
@@ -52,18 +75,32 @@ class ServeOptions:
     debounce_quiet_s: float = 0.1
     debounce_ceiling_s: float = 1.0
     api_token_file: str | None = None
+    api_read_token_file: str | None = None  # reads need a token too
+    admin_tls: tuple[str, str] | None = None  # (cert, key) for HTTPS on the admin port
     notify: tuple[Webhook, ...] = ()  # server-wide notification targets
+    tls: TlsFiles | None = None  # mTLS on the xDS port
+    limits: StreamLimits = field(default_factory=StreamLimits)
+    kubernetes: KubeOptions | None = None  # sluice serve --kubernetes
 
 
 class App:
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
         self.metrics = Metrics()
-        self.source = FileSource(options.config_paths, interval=options.poll_interval_s)
-        self.store = Store((self.source.name,))
+        self.source = FileSource(options.config_paths, interval=options.poll_interval_s) \
+            if options.config_paths or options.kubernetes is None else None
+        self.store = Store(tuple([self.source.name] if self.source else []) +
+                           ((KUBE_SOURCE,) if options.kubernetes else ()))
         self.cache = SnapshotCache()
         self.encoder = ResourceEncoder()
-        self.xds = XdsServer(self.cache, observer=self.metrics)
+        # Endpoint weights and batch caps from the proxies' load reports (LRS, served
+        # on the xDS port); the proxy count sizes each proxy's share of the batch cap.
+        self.routing = RoutingController(
+            self.store, lambda: len({p.node_id for p in self.xds.proxies.values()}))
+        self.xds = XdsServer(self.cache, observer=self.metrics,
+                             extra_handlers=(self.routing.lrs.handler(),),
+                             tls=options.tls, limits=options.limits)
+        self.metrics.registry.register(RoutingCollector(self.routing))
         self.metrics.bind(lambda: self.xds.active_streams, lambda: self.encoder.serializations)
         self.state: StateStore | None = None
         self.xds_port = 0
@@ -83,16 +120,32 @@ class App:
         self.metrics.registry.register(ExperimentCollector(self.store, self.rollouts))
         from controlplane.api import AdminApi
 
+        self.auth = Auth(write=read_tokens(options.api_token_file),
+                         read=read_tokens(options.api_read_token_file, "--api-read-token-file"))
         self.api = AdminApi(self.store, self.xds, self.metrics,
-                            ExperimentsApi(self.rollouts, read_token(options.api_token_file)))
+                            ExperimentsApi(self.rollouts, self.auth), auth=self.auth,
+                            tls=options.admin_tls)
+        self.kube: KubeMode | None = None
+        if options.kubernetes is not None:
+            from controlplane.kube.mode import KubeMode
+
+            self.kube = KubeMode(self, options.kubernetes)
+        if self.kube is not None:
+            self.api.discovery_view = self.kube.discovery_view
 
     async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
         if self.options.state_path:
             self.state = StateStore.open(self.options.state_path)
-            self.rollouts.deps.journal = Journal(self.state)
-        self.rollouts.restore_outcomes()
+            if self.kube is None:  # Kubernetes mode keeps the journal in ConfigMaps
+                self.rollouts.deps.journal = Journal(self.state)
+        if self.kube is None:  # in Kubernetes mode, the replica that leads does this
+            self.rollouts.restore_outcomes()
         xds_host, xds_port = split_address(self.options.xds_address, "--xds-address")
         admin_host, admin_port = split_address(self.options.admin_address, "--admin-address")
+        if self.options.tls is None and not _loopback(xds_host):
+            log.warning("xDS on %s without TLS: any client that reaches it can read every "
+                        "proxy's configuration; use --tls-cert/--tls-key/--tls-client-ca",
+                        xds_host)
         self.xds_port = await self.xds.start(f"{xds_host}:{xds_port}")
         try:
             self.admin_port = await self.api.start(admin_host, admin_port)
@@ -106,9 +159,16 @@ class App:
             if started is not None:
                 started.set()
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.source.run(self._on_load, stop))
+                if self.source is not None:
+                    tasks.create_task(self.source.run(self._on_load, stop))
                 tasks.create_task(self._build_loop(stop))
-                tasks.create_task(self.rollouts.run(stop))
+                if self.kube is not None:
+                    tasks.create_task(self.kube.run(stop))
+                else:
+                    tasks.create_task(self.rollouts.run(stop))
+                tasks.create_task(self.routing.run(stop))
+                if self.state is not None:
+                    tasks.create_task(self._trim_loop(self.state, stop))
         finally:
             await self.xds.stop(grace=0.5)
             await self.api.stop()
@@ -116,8 +176,25 @@ class App:
             if self.state is not None:
                 self.state.close()
 
+    async def _trim_loop(self, state: StateStore, stop: asyncio.Event) -> None:
+        """Keeps the state file bounded: events (looks, decisions, audit) older than
+        EVENT_MAX_AGE_S or beyond EVENT_MAX_PER_KEY per key go, hourly."""
+        while not stop.is_set():
+            try:
+                gone = state.trim_events(EVENT_MAX_AGE_S, EVENT_MAX_PER_KEY)
+            except StateError as exc:
+                log.error("cannot trim old events: %s", exc)
+            else:
+                if gone:
+                    log.info("trimmed %d old events from the state file", gone)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), TRIM_EVERY_S)
+
     def _on_load(self, result: LoadResult) -> None:
-        name = self.source.name
+        assert self.source is not None
+        self.on_source_load(result, self.source.name, self.source.changed_at)
+
+    def on_source_load(self, result: LoadResult, name: str, changed_at: float | None) -> None:
         changed = self.store.apply_load(name, result)
         [status] = [s for s in self.store.sources() if s.name == name]
         if status.errors:
@@ -138,9 +215,12 @@ class App:
         for warning in status.warnings:
             log.warning("config: %s", warning)
         self.metrics.observe_documents(self.store.statuses())
-        self.rollouts.reconcile()
+        if self.kube is not None:
+            self.kube.on_load()
+        if self.kube is None or self.kube.leading:  # only the leader runs experiments
+            self.rollouts.reconcile()
         if changed:
-            self._change_seen_at = self.source.changed_at
+            self._change_seen_at = changed_at
         if changed and self.state is not None:
             self.state.append_event(
                 "config",

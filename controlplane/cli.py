@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -24,8 +25,10 @@ commands:
   abort      roll an experiment back
   pause      stop an experiment's progress (safety rollbacks still happen)
   resume     let a paused experiment go on
+  audit      who changed what through the admin API, and when
   demo       a whole canary on this machine: pods, Envoy, load, a live view, a report
   report     write an experiment's run as one self-contained HTML file with plots
+  crds       print the CustomResourceDefinitions of ModelService and Experiment
 """
 
 
@@ -36,22 +39,46 @@ def serve(argv: list[str]) -> int:
     parser.add_argument(
         "--config",
         action="append",
-        required=True,
+        default=[],
         metavar="PATH",
         help="YAML file or directory of ModelService and Experiment documents (repeatable); "
-        "watched",
+        "watched (required unless --kubernetes)",
     )
+    parser.add_argument("--kubernetes", action="store_true",
+                        help="watch ModelService and Experiment resources, discover endpoints, "
+                        "elect a leader (in-cluster credentials, else the kubeconfig)")
+    parser.add_argument("--kubeconfig", metavar="PATH", help="with --kubernetes: this kubeconfig")
+    parser.add_argument("--namespace", metavar="NS",
+                        help="with --kubernetes: Sluice's namespace, for its Lease and journal "
+                        "(default: the pod's own)")
+    parser.add_argument("--watch-namespace", metavar="NS",
+                        help="with --kubernetes: watch resources in this namespace only "
+                        "(default: all)")
     parser.add_argument("--xds-address", default="127.0.0.1:18000", metavar="HOST:PORT")
     parser.add_argument("--admin-address", default="127.0.0.1:19000", metavar="HOST:PORT")
     parser.add_argument("--state", metavar="PATH", help="durable state (SQLite) file")
     parser.add_argument("--api-token-file", metavar="FILE",
-                        help="bearer token that admin API mutations need (none: disabled)")
+                        help="bearer token(s) that admin API mutations need (none: disabled); "
+                        "one token, or 'NAME TOKEN' per line")
+    parser.add_argument("--api-read-token-file", metavar="FILE",
+                        help="require a token for the admin API's reads too")
+    parser.add_argument("--admin-tls-cert", metavar="FILE", help="HTTPS on the admin port")
+    parser.add_argument("--admin-tls-key", metavar="FILE")
     parser.add_argument("--notify-url", action="append", default=[], metavar="URL",
                         help="webhook for every experiment's phase changes, rollbacks and "
                         "stalls, and for config errors and NACKs (repeatable)")
     parser.add_argument("--notify-secret-file", metavar="FILE",
                         help="sign --notify-url bodies with this secret (HMAC-SHA256)")
     parser.add_argument("--notify-format", choices=["json", "slack"], default="json")
+    parser.add_argument("--tls-cert", metavar="FILE", help="xDS server certificate (PEM)")
+    parser.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
+    parser.add_argument("--tls-client-ca", metavar="FILE",
+                        help="CA whose client certificates proxies must present; a proxy may "
+                        "only ask as the node id its certificate names")
+    parser.add_argument("--max-streams-per-peer", type=int, default=20_000, metavar="N")
+    parser.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024, metavar="N")
+    parser.add_argument("--max-requests-per-second", type=float, default=50.0, metavar="R",
+                        help="sustained xDS requests per stream (bursts of 10x allowed)")
     parser.add_argument("--poll-interval", type=float, default=0.1, metavar="SECONDS",
                         help="how often config files are checked for changes (default 0.1)")
     parser.add_argument(
@@ -68,12 +95,15 @@ def serve(argv: list[str]) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from controlplane.api_experiments import read_token
+    from controlplane.api_auth import read_tokens
 
     try:
-        read_token(args.api_token_file)
+        read_tokens(args.api_token_file)
+        read_tokens(args.api_read_token_file, "--api-read-token-file")
     except ValueError as exc:
         parser.error(str(exc))
+    if (args.admin_tls_cert is None) != (args.admin_tls_key is None):
+        parser.error("--admin-tls-cert and --admin-tls-key go together")
     from controlplane.experiment import Webhook
 
     for url in args.notify_url:
@@ -81,10 +111,37 @@ def serve(argv: list[str]) -> int:
             parser.error(f"--notify-url: expected an http(s) URL, got {url[:60]!r}")
     notify = tuple(Webhook(u, args.notify_secret_file, args.notify_format)
                    for u in args.notify_url)
+    from xds.limits import StreamLimits
+    from xds.tls import TlsFiles
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key")
+    tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    if tls is not None:
+        for path in (tls.cert, tls.key, tls.client_ca):
+            if path is not None and not os.path.isfile(path):
+                parser.error(f"TLS file {path}: not found")
+    if min(args.max_streams_per_peer, args.max_message_bytes) < 1 or (
+            args.max_requests_per_second <= 0):
+        parser.error("limits must be positive")
+    limits = StreamLimits(args.max_streams_per_peer, args.max_message_bytes,
+                          args.max_requests_per_second, args.max_requests_per_second * 10)
+    if not args.config and not args.kubernetes:
+        parser.error("--config is required (or --kubernetes)")
+    if (args.kubeconfig or args.namespace or args.watch_namespace) and not args.kubernetes:
+        parser.error("--kubeconfig, --namespace and --watch-namespace go with --kubernetes")
+    from controlplane.kube.options import KubeOptions
+
+    kube = KubeOptions(kubeconfig=args.kubeconfig, namespace=args.namespace,
+                       watch_namespace=args.watch_namespace) if args.kubernetes else None
     options = ServeOptions(
         tuple(args.config), args.xds_address, args.admin_address, args.state,
+        kubernetes=kube,
         poll_interval_s=args.poll_interval, api_token_file=args.api_token_file,
-        notify=notify,
+        notify=notify, tls=tls, limits=limits, api_read_token_file=args.api_read_token_file,
+        admin_tls=(args.admin_tls_cert, args.admin_tls_key) if args.admin_tls_cert else None,
     )
 
     async def main() -> None:
@@ -94,9 +151,11 @@ def serve(argv: list[str]) -> int:
             loop.add_signal_handler(sig, stop.set)
         await App(options).run(stop)
 
+    from controlplane.kube.client import KubeError
+
     try:
         asyncio.run(main())
-    except OSError as exc:
+    except (OSError, KubeError) as exc:
         print(f"sluice serve: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -136,10 +195,27 @@ def _status(argv: list[str]) -> int:
     return status(argv)
 
 
+def _audit(argv: list[str]) -> int:
+    from controlplane.cli_experiments import audit
+
+    return audit(argv)
+
+
 def _demo(argv: list[str]) -> int:
     from controlplane.demo import main as run
 
     return run(argv)
+
+
+def _crds(argv: list[str]) -> int:
+    argparse.ArgumentParser(
+        prog="sluice crds",
+        description="Print the ModelService and Experiment CustomResourceDefinitions "
+        "(kubectl apply -f -)").parse_args(argv)
+    from controlplane.kube.crds import render
+
+    print(render(), end="")
+    return 0
 
 
 def _report(argv: list[str]) -> int:
@@ -166,7 +242,9 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "replay": _replay,
     "schema": schema,
     "demo": _demo,
+    "audit": _audit,
     "report": _report,
+    "crds": _crds,
 }
 
 

@@ -4,8 +4,11 @@ Sources hand in loads; each is assembled against what that source served
 before (``controlplane.config.assemble``), so a document with an error freezes
 only itself. The rollout machine owns a service's traffic while an
 experiment runs (and its outcome after): it sets a ``TrafficOverride`` —
-weights, per-version endpoints (a rolling update), cohorts, mirrors. The store
-merges declared services and overrides into one ``DesiredState``, bumps a
+weights, per-version endpoints (a rolling update), cohorts, mirrors. The
+routing controller sets a ``RoutingState`` per service — per-endpoint weights
+(by ``address:port``, applied to whatever endpoints the versions have, so it
+never fights an experiment's membership) and the batch cap. The store merges
+declared services, overrides and routing into one ``DesiredState``, bumps a
 revision and wakes whoever builds snapshots.
 """
 
@@ -17,7 +20,18 @@ from dataclasses import dataclass, field, replace
 
 from controlplane.config import Assembly, ConfigError, LoadResult, ObjectStatus, assemble
 from controlplane.experiment import EXPERIMENT_KIND, Experiment
-from controlplane.model import DesiredState, Endpoint, ModelService, TrafficShape
+from controlplane.model import (
+    DesiredState,
+    Endpoint,
+    LbPolicy,
+    ModelService,
+    RoutingState,
+    SlowStart,
+    TrafficShape,
+)
+
+# Pods discovered in Kubernetes ramp up over this window unless slowStart says otherwise.
+DISCOVERY_SLOW_START_MS = 30_000
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,11 @@ class Store:
         self._assembly: dict[str, Assembly | None] = {s: None for s in sources}
         self._status = {s: SourceStatus(s, False, (), (), 0, 0) for s in sources}
         self._overrides: dict[str, TrafficOverride] = {}
+        self._routing: dict[str, RoutingState] = {}
+        # Kubernetes discovery: (service, version) -> endpoints found; problems that keep
+        # /readyz failing (a watch RBAC forbids, a first list not done yet).
+        self._discovered: dict[tuple[str, str], tuple[Endpoint, ...]] = {}
+        self._conditions: dict[str, str] = {}
         self.revision = 0
         self.changed = asyncio.Event()
         self._state = DesiredState()
@@ -72,7 +91,33 @@ class Store:
     @property
     def ready(self) -> bool:
         """Every source has delivered a load once (``/readyz``)."""
-        return all(s.synced for s in self._status.values())
+        return all(s.synced for s in self._status.values()) and not self._conditions
+
+    def conditions(self) -> dict[str, str]:
+        """What keeps the control plane from being ready besides unsynced sources."""
+        return dict(self._conditions)
+
+    def set_condition(self, key: str, message: str | None) -> None:
+        if message is None:
+            self._conditions.pop(key, None)
+        else:
+            self._conditions[key] = message
+
+    def discovered(self, service: str) -> dict[str, tuple[Endpoint, ...]]:
+        return {v: eps for (s, v), eps in self._discovered.items() if s == service}
+
+    def set_discovered(self, service: str, version: str,
+                       endpoints: tuple[Endpoint, ...] | None) -> bool:
+        """Sets (or forgets) the endpoints Kubernetes discovery found for one version."""
+        key = (service, version)
+        if endpoints is None:
+            if self._discovered.pop(key, None) is None:
+                return False
+        else:
+            if self._discovered.get(key) == endpoints:
+                return False
+            self._discovered[key] = endpoints
+        return self._remerge()
 
     def sources(self) -> list[SourceStatus]:
         return list(self._status.values())
@@ -95,6 +140,9 @@ class Store:
 
     def override(self, service: str) -> TrafficOverride | None:
         return self._overrides.get(service)
+
+    def overrides(self) -> dict[str, TrafficOverride]:
+        return dict(self._overrides)
 
     def apply_load(self, source: str, load: LoadResult) -> bool:
         """Applies a load; returns whether what serves changed. Errors freeze only their
@@ -122,6 +170,20 @@ class Store:
             self._overrides[service] = override
         return self._remerge()
 
+    def routing(self, service: str) -> RoutingState | None:
+        return self._routing.get(service)
+
+    def set_routing(self, service: str, routing: RoutingState | None) -> bool:
+        """Sets (or clears) the routing controller's endpoint weights and batch cap."""
+        if routing is None or routing == RoutingState():
+            if self._routing.pop(service, None) is None:
+                return False
+        else:
+            if self._routing.get(service) == routing:
+                return False
+            self._routing[service] = routing
+        return self._remerge()
+
     def set_weights(self, service: str, weights: Mapping[str, float],
                     owner: str = "manual") -> bool:
         return self.set_override(service, TrafficOverride.of(owner, weights))
@@ -131,11 +193,18 @@ class Store:
         for assembly in self._assembly.values():
             for service in assembly.state.services if assembly else ():
                 services.setdefault(service.name, service)
+        for name, service in services.items():
+            if any(v.discovery is not None for v in service.versions):
+                services[name] = with_discovered(service, self._discovered)
         self._declared = DesiredState(tuple(services[n] for n in sorted(services)))
         for name, override in self._overrides.items():
             found = services.get(name)
             if found is not None:
                 services[name] = apply_override(found, override)
+        for name, routing in self._routing.items():
+            found = services.get(name)
+            if found is not None:
+                services[name] = replace(found, routing=routing)
         merged = DesiredState(tuple(services[n] for n in sorted(services)))
         if merged == self._state:
             return False
@@ -153,3 +222,17 @@ def apply_override(service: ModelService, override: TrafficOverride) -> ModelSer
         for v in service.versions
     )
     return replace(service, versions=versions, traffic=override.traffic)
+
+
+def with_discovered(service: ModelService,
+                    found: Mapping[tuple[str, str], tuple[Endpoint, ...]]) -> ModelService:
+    """Discovered versions get the endpoints found (none yet: none), and the service slow
+    start for pods that join, unless it set its own or its policy cannot ramp."""
+    versions = tuple(
+        replace(v, endpoints=found.get((service.name, v.name), ()))
+        if v.discovery is not None else v for v in service.versions)
+    policy = service.load_balancing.policy
+    slow_start = service.slow_start
+    if slow_start is None and (policy is LbPolicy.ROUND_ROBIN or policy.is_least_request):
+        slow_start = SlowStart(window_ms=DISCOVERY_SLOW_START_MS)
+    return replace(service, versions=versions, slow_start=slow_start)

@@ -93,6 +93,14 @@ def load_text(text: str, filename: str = "<string>") -> LoadResult:
     return load.finish()
 
 
+def load_documents(texts: Sequence[tuple[str, str]]) -> LoadResult:
+    """Named texts, each its own "file" (custom resources: ``k8s:NAMESPACE/KIND/NAME``)."""
+    load = _Load()
+    for name, text in texts:
+        load.add_text(text, name)
+    return load.finish()
+
+
 def load_paths(paths: Sequence[str | Path]) -> LoadResult:
     """Files, or directories (every ``*.yaml`` / ``*.yml`` in it, sorted, not recursive)."""
     load = _Load()

@@ -1,7 +1,8 @@
 """Durable records of experiment runs: state, every look, every decision, outcomes.
 
-Backed by the ``--state`` SQLite store (``controlplane.state``), or by memory
-when there is none. Records, by kind:
+Backed by the ``--state`` SQLite store (``controlplane.state``), ConfigMaps in
+Kubernetes mode (``controlplane.kube.journal``), or memory when there is none.
+Records, by kind:
 
 - ``("experiment", NAME)``: the run's ``RolloutState`` and what it reports
   (A/B result, switch window), rewritten at every transition;
@@ -16,11 +17,12 @@ Durable first: the runner writes here before it changes any traffic.
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from controlplane.state import StateError, StateStore
+from controlplane.state import Event, Record, StateError
 
 log = logging.getLogger("sluice.rollout")
 
@@ -28,8 +30,20 @@ RUN, LOOK, DECISION, OUTCOME = "experiment", "experiment-look", "experiment-deci
 MAX_LOOKS = 100_000  # per experiment, read back when a run is restored
 
 
+class DurableStore(Protocol):
+    """Where records survive: the SQLite ``StateStore``, or ConfigMaps in Kubernetes mode
+    (``controlplane.kube.journal``). Failures raise ``StateError``."""
+
+    def put(self, kind: str, name: str, value: Mapping[str, Any]) -> int: ...
+    def get(self, kind: str, name: str) -> Record | None: ...
+    def list(self, kind: str) -> builtins.list[Record]: ...
+    def delete(self, kind: str, name: str) -> bool: ...
+    def append_event(self, kind: str, name: str, event: Mapping[str, Any]) -> int: ...
+    def events(self, kind: str, name: str, limit: int = 100) -> builtins.list[Event]: ...
+
+
 class Journal:
-    def __init__(self, store: StateStore | None = None) -> None:
+    def __init__(self, store: DurableStore | None = None) -> None:
         self._store = store
         self._records: dict[tuple[str, str], dict[str, Any]] = {}
         self._events: dict[tuple[str, str], list[dict[str, Any]]] = {}

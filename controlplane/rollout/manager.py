@@ -99,6 +99,17 @@ class RolloutManager:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def stand_down(self) -> None:
+        """Leadership lost (Kubernetes mode): every run stops where it is, without rolling
+        back; the traffic stays as it is, and the next leader restores the runs."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self.runners.clear()
+        self.removed.clear()
+
     def reconcile(self) -> None:
         experiments = {n: e for n, e in self.store.experiments().items() if e.service}
         for name in list(self.runners):

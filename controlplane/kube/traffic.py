@@ -1,0 +1,136 @@
+"""Every replica serves the same traffic: the leader publishes, followers mirror.
+
+Only the leader runs experiments, so only its store holds their overrides
+(weights, per-version endpoints of a rolling update, cohorts, mirrors). It
+writes them, whole, to one ConfigMap (``sluice-traffic``) whenever they
+change; followers watch it and set the same overrides on their own store, so
+their snapshots carry the same content and so the same versions: a proxy that
+reconnects to another replica is not pushed anything new. A new leader
+restores the runs from the journal, which puts the same overrides in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from controlplane.kube import MANAGED_BY
+from controlplane.kube.client import CONFIG_MAPS, Kube, KubeError, Obj
+from controlplane.kube.informer import Informer
+from controlplane.model import Cohort, Endpoint, EndpointHealth, Mirror, TrafficShape, Unavailable
+from controlplane.store import Store, TrafficOverride
+
+log = logging.getLogger("sluice.kube")
+
+NAME = "sluice-traffic"
+ROLE = {"sluice.dev/traffic": "overrides"}
+
+
+def to_json(o: TrafficOverride) -> dict[str, Any]:
+    t = o.traffic
+    return {
+        "owner": o.owner, "weights": [[v, w] for v, w in o.weights],
+        "endpoints": [[v, [[e.address, e.port, e.weight, [list(lb) for lb in e.labels],
+                            e.health.value, e.priority] for e in eps]] for v, eps in o.endpoints],
+        "cohorts": [[c.header, c.value, c.version] for c in t.cohorts],
+        "mirrors": [[m.version, m.percent] for m in t.mirrors],
+        "unavailable": t.unavailable.retry_after_s if t.unavailable else None,
+    }
+
+
+def from_json(d: dict[str, Any]) -> TrafficOverride:
+    endpoints = tuple(
+        (str(v), tuple(Endpoint(str(a), int(p), int(w), tuple((str(k), str(x)) for k, x in lbs),
+                                EndpointHealth(h), int(pr)) for a, p, w, lbs, h, pr in eps))
+        for v, eps in d.get("endpoints", []))
+    unavailable = d.get("unavailable")
+    shape = TrafficShape(
+        cohorts=tuple(Cohort(str(h), str(v), str(ver)) for h, v, ver in d.get("cohorts", [])),
+        mirrors=tuple(Mirror(str(v), float(p)) for v, p in d.get("mirrors", [])),
+        unavailable=Unavailable(int(unavailable)) if unavailable is not None else None,
+    )
+    return TrafficOverride(str(d["owner"]), tuple((str(v), float(w)) for v, w in d["weights"]),
+                           endpoints, shape)
+
+
+def encode(overrides: dict[str, TrafficOverride]) -> dict[str, str]:
+    return {s: json.dumps(to_json(o), sort_keys=True) for s, o in sorted(overrides.items())}
+
+
+class TrafficShare:
+    """Publishes the leader's overrides; mirrors them into a follower's store."""
+
+    def __init__(self, kube: Kube, store: Store, namespace: str) -> None:
+        self.kube = kube
+        self.store = store
+        self.namespace = namespace
+        self.leading = False
+        self.published: dict[str, str] | None = None
+        self.mirrored: set[str] = set()
+        self._version = ""
+        self._changed = asyncio.Event()
+        self.informer = Informer(kube, CONFIG_MAPS, namespace,
+                                 ",".join(f"{k}={v}" for k, v in ROLE.items()),
+                                 on_change=self._changed.set)
+
+    # -- follower
+
+    def mirror(self) -> None:
+        """Sets the published overrides on this replica's store (followers only)."""
+        if self.leading:
+            return
+        cm = self.informer.snapshot().get(f"{self.namespace}/{NAME}")
+        data = (cm or {}).get("data") or {}
+        wanted: dict[str, TrafficOverride] = {}
+        for service, text in data.items():
+            try:
+                wanted[service] = from_json(json.loads(text))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("published traffic of %s is unreadable, ignored: %s", service, exc)
+        for service in self.mirrored - set(wanted):
+            self.store.set_override(service, None)
+        for service, override in wanted.items():
+            self.store.set_override(service, override)
+        self.mirrored = set(wanted)
+
+    # -- leader
+
+    def publish(self) -> None:
+        """Writes the store's overrides when they changed (blocking; leader only)."""
+        data = encode(self.store.overrides())
+        if data == self.published:
+            return
+        body: Obj = {"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": NAME, "namespace": self.namespace,
+                                  "labels": {**MANAGED_BY, **ROLE}}, "data": data}
+        current = self.kube.get(CONFIG_MAPS, self.namespace, NAME)
+        if current is None:
+            self.kube.create(CONFIG_MAPS, self.namespace, body)
+        else:
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            self.kube.replace(CONFIG_MAPS, self.namespace, NAME, body)
+        self.published = data
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.informer.start()
+        seen = -1
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 0.1)
+                self._changed.clear()
+                if not self.leading:
+                    self.mirror()
+                elif self.store.revision != seen:
+                    seen = self.store.revision
+                    try:
+                        await asyncio.to_thread(self.publish)
+                    except KubeError as exc:
+                        seen = -1
+                        log.warning("cannot publish traffic to followers: %s", exc.describe())
+        finally:
+            self.informer.stop()
+            await self.informer.join()
