@@ -71,20 +71,27 @@ class SnapshotCache:
         self._snapshot = EMPTY_SNAPSHOT
         self._listeners: set[SnapshotListener] = set()
         self.changed_at: float | None = None
+        # False until the first snapshot built from loaded configuration is installed.
+        # Until then the server answers nobody: a proxy that reconnects to a control
+        # plane that has just started must not be told that every resource is gone.
+        self.ready = False
 
     @property
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
     def set(self, snapshot: Snapshot, changed_at: float | None = None) -> bool:
-        """Installs ``snapshot``; returns False (and notifies nobody) if unchanged."""
-        if snapshot.version == self._snapshot.version:
+        """Installs ``snapshot``; returns False if unchanged (subscribers are told only
+        of changes, and of the first install, which makes the cache ready)."""
+        first, self.ready = not self.ready, True
+        if snapshot.version == self._snapshot.version and not first:
             return False
+        changed = snapshot.version != self._snapshot.version
         self._snapshot = snapshot
         self.changed_at = changed_at
         for listener in list(self._listeners):
             listener(snapshot)
-        return True
+        return changed
 
     def subscribe(self, listener: SnapshotListener) -> Callable[[], None]:
         self._listeners.add(listener)

@@ -9,6 +9,7 @@ breaks the protocol ends with INVALID_ARGUMENT; the others carry on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import time
@@ -252,16 +253,27 @@ class XdsServer:
         unsubscribe = self.cache.subscribe(on_snapshot)
         reader = asyncio.create_task(read())
         info: ProxyInfo | None = None
+        # Requests that came before the first snapshot, answered in order once it is in
+        # (its Wake comes after every request queued before it was installed).
+        held: list[bytes] = []
+        replay: collections.deque[bytes] = collections.deque()
         try:
             while True:
-                item = await queue.get()
+                item = replay.popleft() if replay else await queue.get()
                 if item is None or isinstance(item, BaseException):
                     return
                 if isinstance(item, _Wake):
                     woken = False
+                    if held:
+                        replay.extend(held)
+                        held.clear()
+                        continue
                     if info is None:
                         continue
                     out = info.machine.on_snapshot(self.cache.snapshot)
+                elif held or not self.cache.ready:
+                    held.append(item)
+                    continue
                 else:
                     if not bucket.take(self.clock()):
                         self.observer.stream_error("RequestRate")

@@ -196,3 +196,38 @@ async def test_delta_stream_answers_and_rejects_garbage(
     await client.send(b"\x0a\xff")  # truncated length-delimited field
     assert await client.status() == grpc.StatusCode.INVALID_ARGUMENT
     await wait_streams(server, 0)
+
+
+async def test_no_answer_before_the_first_snapshot_then_answers_in_order() -> None:
+    """A proxy that reconnects to a control plane that has just started is not told
+    that every resource is gone: it waits for the first snapshot of loaded config."""
+    cache = SnapshotCache()
+    server = XdsServer(cache)
+    port = await server.start("127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        sotw, delta = Client(channel), Client(channel, DELTA)
+        await sotw.send(sotw_request(C, node=NODE))
+        await delta.send(w.DeltaDiscoveryRequestView(type_url=C, node=NODE).SerializeToString())
+        await wait_streams(server, 2)
+        first = asyncio.ensure_future(sotw.call.read())
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(first), 0.3)
+        cache.set(world({"chat/v1": "c1"}, {"chat": {"chat/v1": 100}}))
+        cds = w.DiscoveryResponseView.FromString(await asyncio.wait_for(first, 5))
+        assert cds.type_url == C and len(cds.resources) == 1
+        raw = await asyncio.wait_for(delta.call.read(), 5)
+        assert len(w.DeltaDiscoveryResponseView.FromString(raw).resources) == 1
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
+def test_the_first_install_makes_the_cache_ready_even_when_empty() -> None:
+    cache = SnapshotCache()
+    heard: list[object] = []
+    cache.subscribe(heard.append)
+    assert not cache.ready
+    assert cache.set(cache.snapshot) is False  # same version as the empty start ...
+    assert cache.ready and len(heard) == 1  # ... but now it is configuration, and told
+    assert cache.set(cache.snapshot) is False and len(heard) == 1
