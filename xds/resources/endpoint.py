@@ -54,24 +54,38 @@ def build_lb_endpoint(endpoint: Endpoint) -> endpoint_v3.LbEndpoint:
     return lb_endpoint
 
 
-def priority_groups(endpoints: tuple[Endpoint, ...]) -> list[tuple[int, list[Endpoint]]]:
-    """Endpoints by priority, dense-ranked from 0 (Envoy wants no gap), each in given order.
+# An endpoint's ``zone`` label (Kubernetes discovery sets it from the node's
+# topology.kubernetes.io/zone) becomes its Envoy locality, so Envoy's stats, zone-aware
+# routing and locality-weighted balancing see where each pod runs.
+# https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/core/v3/base.proto#config-core-v3-locality
+ZONE_LABEL = "zone"
 
-    A version whose endpoints all have one priority is one priority-0 group,
-    whatever that priority is (an experiment may move endpoints between versions).
+
+def zone_of(endpoint: Endpoint) -> str:
+    return next((v for k, v in endpoint.labels if k == ZONE_LABEL), "")
+
+
+def locality_groups(endpoints: tuple[Endpoint, ...]) -> list[tuple[int, str, list[Endpoint]]]:
+    """Endpoints by (priority, zone): priorities dense-ranked from 0 (Envoy wants no gap),
+    zones sorted within a priority ("" for none), each group in the given order.
+
+    A version whose endpoints all have one priority is priority 0, whatever that
+    priority is (an experiment may move endpoints between versions).
     """
     levels = sorted({e.priority for e in endpoints}) or [0]
     rank = {p: i for i, p in enumerate(levels)}
-    groups: list[list[Endpoint]] = [[] for _ in levels]
+    groups: dict[tuple[int, str], list[Endpoint]] = {}
     for e in endpoints:
-        groups[rank[e.priority]].append(e)
-    return list(enumerate(groups))
+        groups.setdefault((rank[e.priority], zone_of(e)), []).append(e)
+    if not groups:
+        return [(0, "", [])]
+    return [(priority, zone, groups[(priority, zone)]) for priority, zone in sorted(groups)]
 
 
 def build_load_assignment(
     cluster: str, endpoints: tuple[Endpoint, ...], overprovisioning_factor: int | None = None
 ) -> endpoint_v3.ClusterLoadAssignment:
-    """One LocalityLbEndpoints per priority (see ``priority_groups``), endpoints in order.
+    """One LocalityLbEndpoints per priority and zone (see ``locality_groups``).
 
     https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/load_balancing/priority
     """
@@ -79,9 +93,10 @@ def build_load_assignment(
         cluster_name=cluster,
         endpoints=[
             endpoint_v3.LocalityLbEndpoints(
+                locality=core.Locality(zone=zone) if zone else None,
                 lb_endpoints=[build_lb_endpoint(e) for e in group], priority=priority
             )
-            for priority, group in priority_groups(endpoints)
+            for priority, zone, group in locality_groups(endpoints)
         ],
     )
     if overprovisioning_factor is not None:
@@ -154,13 +169,15 @@ def serialize_load_assignment(
     """``bytes(build_load_assignment(cluster, endpoints, overprovisioning_factor))``.
 
     ClusterLoadAssignment: cluster_name = 1, endpoints = 2, policy = 4;
-    LocalityLbEndpoints: lb_endpoints = 2, priority = 5 (0 is the proto3
+    LocalityLbEndpoints: locality = 1, lb_endpoints = 2, priority = 5 (0 is the proto3
     default, so it is not on the wire); Policy: overprovisioning_factor = 3
     (UInt32Value {value = 1}).
     """
     out = _len_field(1, cluster.encode()) if cluster else b""
-    for priority, group in priority_groups(endpoints):
-        locality = b"".join(_len_field(2, _lb_endpoint_bytes(e)) for e in group)
+    for priority, zone, group in locality_groups(endpoints):
+        # Locality = 1 (zone = 2), written only when there is a zone.
+        locality = _len_field(1, _len_field(2, zone.encode())) if zone else b""
+        locality += b"".join(_len_field(2, _lb_endpoint_bytes(e)) for e in group)
         if priority:
             locality += _varint_field(5, priority)
         out += _len_field(2, locality)

@@ -66,7 +66,23 @@ def test_fast_serializer_matches_the_message(n: int) -> None:
     eps = (*pods(n), labelled_endpoint(EndpointHealth.DRAINING))
     assert serialize_load_assignment("chat/v1", eps) == bytes(build_load_assignment("chat/v1", eps))
     parsed = endpoint_v3.ClusterLoadAssignment.parse(serialize_load_assignment("chat/v1", eps))
-    assert len(parsed.endpoints[0].lb_endpoints) == n + 1
+    assert sum(len(group.lb_endpoints) for group in parsed.endpoints) == n + 1
+
+
+def test_the_zone_label_is_the_locality_and_priorities_stay_dense() -> None:
+    eps = (Endpoint("10.0.0.1", 80, labels=(("zone", "b"),)),
+           Endpoint("10.0.0.2", 80),
+           Endpoint("10.0.0.3", 80, labels=(("zone", "a"),)),
+           Endpoint("10.0.0.4", 80, labels=(("zone", "b"),)),
+           Endpoint("10.0.0.5", 80, labels=(("zone", "a"),), priority=5))
+    cla = roundtrip(build_load_assignment("chat/v1", eps))
+    got = [(g.priority, g.locality.zone if g.locality else "",
+            [e.endpoint.address.socket_address.address for e in g.lb_endpoints])
+           for g in cla.endpoints]
+    assert got == [(0, "", ["10.0.0.2"]), (0, "a", ["10.0.0.3"]),
+                   (0, "b", ["10.0.0.1", "10.0.0.4"]), (1, "a", ["10.0.0.5"])]
+    assert serialize_load_assignment("chat/v1", eps) == bytes(build_load_assignment("chat/v1",
+                                                                                    eps))
 
 
 def test_fast_serializer_long_cluster_name_and_ipv6() -> None:
