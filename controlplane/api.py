@@ -16,6 +16,7 @@ from controlplane.api_auth import Auth
 from controlplane.api_experiments import ExperimentsApi
 from controlplane.config import service_to_dict
 from controlplane.consistency import consistency
+from controlplane.http_expect import expect
 from controlplane.metrics import Metrics
 from controlplane.model import (
     MODEL_SERVICE_KIND,
@@ -54,13 +55,14 @@ class AdminApi:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.auth.middleware],
                               client_max_size=64 * 1024)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.prometheus)
-        app.router.add_get("/api/v1/services", self.services)
-        app.router.add_get("/api/v1/proxies", self.proxies)
-        app.router.add_get("/api/v1/services/{name}/consistency", self.consistency)
-        app.router.add_get("/api/v1/openapi.json", self.openapi)
+        app.router.add_get("/healthz", self.healthz, expect_handler=expect)
+        app.router.add_get("/readyz", self.readyz, expect_handler=expect)
+        app.router.add_get("/metrics", self.prometheus, expect_handler=expect)
+        app.router.add_get("/api/v1/services", self.services, expect_handler=expect)
+        app.router.add_get("/api/v1/proxies", self.proxies, expect_handler=expect)
+        app.router.add_get("/api/v1/services/{name}/consistency", self.consistency,
+                           expect_handler=expect)
+        app.router.add_get("/api/v1/openapi.json", self.openapi, expect_handler=expect)
         if self.experiments is not None:
             self.experiments.routes(app)
         statuspage.register(app)

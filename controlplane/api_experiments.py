@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from controlplane.api_auth import Auth
+from controlplane.http_expect import expect
 from controlplane.rollout.manager import RolloutManager
 
 ACTIONS = ("promote", "abort", "pause", "resume")
@@ -34,13 +35,15 @@ class ExperimentsApi:
         self.auth = auth or Auth()
 
     def routes(self, app: web.Application) -> None:
-        app.router.add_get("/api/v1/experiments", self.list)
-        app.router.add_get("/api/v1/experiments/{name}", self.get)
-        app.router.add_get("/api/v1/experiments/{name}/samples.jsonl", self.samples)
-        app.router.add_get("/api/v1/experiments/{name}/looks", self.looks)
-        app.router.add_get("/api/v1/audit", self.audit)
+        app.router.add_get("/api/v1/experiments", self.list, expect_handler=expect)
+        app.router.add_get("/api/v1/experiments/{name}", self.get, expect_handler=expect)
+        app.router.add_get("/api/v1/experiments/{name}/samples.jsonl", self.samples,
+                           expect_handler=expect)
+        app.router.add_get("/api/v1/experiments/{name}/looks", self.looks, expect_handler=expect)
+        app.router.add_get("/api/v1/audit", self.audit, expect_handler=expect)
         for action in ACTIONS:
-            app.router.add_post(f"/api/v1/experiments/{{name}}/{action}", self._action(action))
+            app.router.add_post(f"/api/v1/experiments/{{name}}/{action}", self._action(action),
+                                expect_handler=expect)
 
     async def list(self, _: web.Request) -> web.Response:
         return web.json_response({"experiments": self.manager.views()})

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from controlplane.http_expect import expect
+
 __all__ = ["ASSETS", "STATIC", "register"]
 
 STATIC = Path(__file__).with_name("static")
@@ -35,5 +37,5 @@ async def asset(request: web.Request) -> web.Response:
 
 def register(app: web.Application) -> None:
     """``GET /`` and ``GET /ui/{name}`` (the page's CSS and script)."""
-    app.router.add_get("/", index)
-    app.router.add_get("/ui/{name}", asset)
+    app.router.add_get("/", index, expect_handler=expect)
+    app.router.add_get("/ui/{name}", asset, expect_handler=expect)
