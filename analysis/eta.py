@@ -243,6 +243,10 @@ def project_error_rate(state: ErrorRateState, alpha: float, alpha_harm: float,
         return None, None
     p_b = (state.events_b + 0.5) / (n_b + 1.0)
     p_c = (state.events_c + 0.5) / (n_c + 1.0)
+    # "At the current effect": a candidate that has so far done no worse than the
+    # baseline is not projected to fail (the smoothing above alone would make 0 errors
+    # in 7 requests look ten times worse than 0 in 77).
+    harmful_now = state.events_c * n_b > state.events_b * n_c
     rho = rate_c / (rate_c + rate_b)
 
     def counts(t: float) -> tuple[float, float, float, float]:
@@ -271,7 +275,7 @@ def project_error_rate(state: ErrorRateState, alpha: float, alpha_harm: float,
         lo_b, _ = bernoulli_cs(state.events_b + x_b, n_b + m_b, alpha / 4)
         return up_c - lo_b <= min_effect
 
-    return _first(passes), _first(fails)
+    return _first(passes), (_first(fails) if harmful_now else None)
 
 
 def _first(holds: Callable[[float], bool]) -> float | None:

@@ -38,6 +38,14 @@ function evidence(m) {
   return `p=${num(m.pvalue)} (rollback at ${num(m.alpha)})`;
 }
 
+// Seconds to a short human duration; null: no decision at the current effect and traffic.
+function duration(s) {
+  if (typeof s !== "number" || !isFinite(s)) return "not at this traffic";
+  if (s < 90) return `~${Math.round(s)}s`;
+  if (s < 5400) return `~${Math.round(s / 60)}m`;
+  return `~${(s / 3600).toFixed(1)}h`;
+}
+
 function pill(text, kind) { return el("span", { class: "pill " + (kind || "") }, text); }
 
 function bar(percent, declared) {
@@ -79,12 +87,17 @@ function drawExperiments(list) {
     for (const [v, w] of Object.entries(e.weights || {})) {
       weights.append(el("span", {}, v), bar(w), el("span", {}, num(w) + "%"));
     }
+    const eta = e.eta || {};
+    const etaOf = Object.fromEntries((eta.metrics || []).map((r) => [r.metric, r]));
     const metrics = ((e.judgment || {}).metrics || []).map((m) => {
       const iv = m.interval || [];
       const n = m.n || {};
+      const r = etaOf[m.name];
+      const when = !r ? "–" : el("span", r.warning ? { class: "FAIL", title: r.warning } : {},
+                                 duration(r.decideInS) + (r.warning ? " ⚠" : ""));
       return [m.name, el("span", { class: m.verdict }, m.verdict), values(m), num(m.estimate),
               `${num(iv[0])} – ${num(iv[1])}`, evidence(m),
-              `${num(n.candidate, 6)} / ${num(n.baseline, 6)}`];
+              `${num(n.candidate, 6)} / ${num(n.baseline, 6)}`, when];
     });
     const history = (e.decisions || []).slice(-8).reverse().map((d) =>
       el("li", {}, el("b", {}, `${d.from} → ${d.to}`), ` (step ${d.step + 1}, `,
@@ -95,9 +108,11 @@ function drawExperiments(list) {
       weights,
       el("p", { class: "reason" }, el("b", {}, "Decision: "), e.reason || "–"),
       e.waitingFor ? el("p", { class: "muted" }, "waiting for: " + e.waitingFor) : null,
+      eta.summary && !(e.phase in TERMINAL)
+        ? el("p", { class: "eta" }, el("b", {}, "ETA: "), eta.summary) : null,
       metrics.length ? table(["metric", "verdict", `${e.candidate} / ${e.baseline}`, "ratio",
-                              "interval", "evidence of harm", "n cand. / base."], metrics,
-                             [3, 4, 6]) : null,
+                              "interval", "evidence of harm", "n cand. / base.", "decides in"],
+                             metrics, [3, 4, 6]) : null,
       history.length ? el("details", { open: "" }, el("summary", {}, "History"),
                           el("ol", { class: "history" }, history)) : null);
   }));

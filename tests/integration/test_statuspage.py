@@ -2,7 +2,8 @@
 
 Debian's ``chromium`` driven by Playwright (``executable_path``: no browser
 download). The page must show the running experiment with its evidence, the
-service's declared and effective weights and the connected proxy, fit a
+service's declared and effective weights, the ETA to a decision and the
+connected proxy, fit a
 phone-sized screen, and never send a token. Screenshots are kept under the
 test's tmp dir (and copied to ``$SLUICE_TEST_ARTIFACTS`` when it is set).
 """
@@ -78,6 +79,7 @@ async def test_the_status_page_shows_the_experiment_and_weights_on_a_phone(
     assert "10%" in text and "90%" in text  # effective weights of the experiment
     assert "errors" in text and "INCONCLUSIVE" in text  # its evidence
     assert "Pending → Progressing" in text  # its history
+    assert "ETA: advance" in text and "decides in" in text  # when it can decide
     assert "weights set by experiment/rollout" in services
     assert "100%" in services and "90%" in services  # declared and effective
     assert "SYNCED" in proxies

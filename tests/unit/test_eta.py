@@ -84,3 +84,18 @@ def test_a_candidate_beyond_the_margin_cannot_pass_but_can_fail() -> None:
     assert describe(None) == "not at the current effect and traffic"
     assert describe(45) == "~45s" and describe(600) == "~10m" and describe(7200) == "~2.0h"
     assert math.isfinite(fails)
+
+
+def test_a_candidate_no_worse_so_far_is_not_projected_to_fail() -> None:
+    """0 errors in 7 requests against 0 in 77 (the smoothed rates differ tenfold)."""
+    state = start(_spec(), 0.0)
+    state, _ = judge(state, Look(60, Window(60, "c", 7, 0, weight=10),
+                                 Window(60, "b", 77, 0, weight=90)))
+    s: Any = state.tracks[0].state
+    _, fails = project_error_rate(s, 0.05, 0.05, 0.25, 0.0, 7 / 60, 77 / 60)
+    assert fails is None
+    state, _ = judge(state, Look(120, Window(120, "c", 7, 3, weight=10),
+                                 Window(120, "b", 77, 0, weight=90)))
+    s = state.tracks[0].state
+    _, fails = project_error_rate(s, 0.05, 0.05, 0.25, 0.0, 7 / 60, 77 / 60)
+    assert fails is not None  # now it is doing worse: a rollback is projected

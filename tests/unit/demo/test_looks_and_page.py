@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
+from pathlib import Path
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -57,3 +61,11 @@ async def test_the_status_page_and_its_assets_are_served_and_nothing_else() -> N
         assert (await client.get("/ui/status.css")).status == 200
         assert (await client.get("/ui/..%2Fstatuspage.py")).status == 404
         assert (await client.get("/ui/nope.js")).status == 404
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
+def test_the_status_script_parses() -> None:
+    script = Path(statuspage.__file__).parent / "static" / "status.js"
+    done = subprocess.run(["node", "--check", str(script)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
