@@ -1,7 +1,9 @@
 """manifests/: CRDs from the field language, every object valid offline, a linted Dockerfile.
 
-The kustomizations are rendered by a tiny renderer of ``resources:`` (and
-``images:``); ``kubectl kustomize`` cross-checks it where kubectl is installed.
+The kustomizations are rendered by a tiny renderer of ``resources:``, ``images:``,
+``labels:`` and strategic-merge ``patches:`` (lists of named items merge by name,
+other lists are replaced); ``kubectl kustomize`` cross-checks it where kubectl is
+installed. cert-manager objects are checked for their kind and references only.
 Objects are validated with ``kubernetes-validate --strict`` against the newest
 Kubernetes it knows; custom resources against the CRDs' own schemas, and by
 Sluice's loader.
@@ -22,11 +24,29 @@ from kubernetes_validate import utils as kv
 from controlplane.config import load_documents
 from controlplane.kube.crds import render as render_crds
 from controlplane.kube.resources import render as render_resource
-from xds.bootstrap import render_bootstrap
+from xds.bootstrap import ClientTls, render_bootstrap
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "manifests" / "base"
 EXAMPLE = ROOT / "manifests" / "overlays" / "example"
+MTLS = ROOT / "manifests" / "overlays" / "mtls"
+CERT_MANAGER_KINDS = {"Issuer", "Certificate"}
+
+
+def merge(base: Any, patch: Any) -> Any:
+    """A strategic merge patch, as far as these manifests need it."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for key, value in patch.items():
+            out[key] = merge(base[key], value) if key in base else value
+        return out
+    if (isinstance(base, list) and isinstance(patch, list) and patch
+            and all(isinstance(x, dict) and "name" in x for x in base + patch)):
+        by_name = {x["name"]: x for x in base}
+        merged = [merge(x, next((p for p in patch if p["name"] == x["name"]), {}))
+                  for x in base]
+        return merged + [p for p in patch if p["name"] not in by_name]
+    return patch
 
 
 def kustomize(directory: Path) -> list[dict[str, Any]]:
@@ -45,6 +65,11 @@ def kustomize(directory: Path) -> list[dict[str, Any]]:
                 if container["image"].split(":")[0] == image["name"]:
                     container["image"] = f"{image.get('newName', image['name'])}:" \
                         f"{image.get('newTag', 'latest')}"
+    for entry in spec.get("patches", []):
+        patch = yaml.safe_load((directory / entry["path"]).read_text())
+        key = (patch["kind"], patch["metadata"]["name"])
+        [index] = [i for i, o in enumerate(objects) if (o["kind"], o["metadata"]["name"]) == key]
+        objects[index] = merge(objects[index], patch)
     for pairs in (p["pairs"] for p in spec.get("labels", [])):
         for obj in objects:
             obj["metadata"].setdefault("labels", {}).update(pairs)
@@ -94,12 +119,15 @@ def test_the_crds_are_structural_with_status_and_columns() -> None:
     assert "Set-By" in columns
 
 
-@pytest.mark.parametrize("directory", [BASE, EXAMPLE], ids=["base", "example"])
+@pytest.mark.parametrize("directory", [BASE, EXAMPLE, MTLS], ids=["base", "example", "mtls"])
 def test_every_manifest_validates_offline(directory: Path) -> None:
     version = kv.latest_version()
     schemas = crd_schemas()
     resources = []
     for obj in kustomize(directory):
+        if obj["apiVersion"] == "cert-manager.io/v1":
+            assert obj["kind"] in CERT_MANAGER_KINDS and obj["spec"], obj
+            continue
         if obj["apiVersion"].startswith("sluice.dev/"):
             jsonschema.Draft4Validator(schemas[obj["kind"]]).validate(obj)
             resources.append(render_resource(obj))
@@ -158,6 +186,30 @@ def test_the_envoy_bootstrap_is_sluice_bootstraps_output() -> None:
     [cm] = [o for o in kustomize(BASE) if o["metadata"]["name"] == "envoy-bootstrap"]
     assert cm["data"]["bootstrap.yaml"] == render_bootstrap(
         "envoy-gateway", "sluice-xds.sluice-system.svc.cluster.local", 18000, "0.0.0.0", 9901)
+
+
+def test_the_mtls_overlay_wires_certificates_to_both_ends() -> None:
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in kustomize(MTLS)}
+    pod = objects[("Deployment", "sluice")]["spec"]["template"]["spec"]
+    [sluice] = pod["containers"]
+    assert {"--tls-cert=/etc/sluice/tls/tls.crt", "--tls-key=/etc/sluice/tls/tls.key",
+            "--tls-client-ca=/etc/sluice/tls/ca.crt", "--kubernetes"} <= set(sluice["args"])
+    assert [m["mountPath"] for m in sluice["volumeMounts"]] == ["/tmp", "/etc/sluice/tls"]
+    secret = {v["name"]: v for v in pod["volumes"]}["xds-tls"]["secret"]["secretName"]
+    assert objects[("Certificate", "sluice-xds")]["spec"]["secretName"] == secret
+    issuer = objects[("Certificate", "sluice-xds")]["spec"]["issuerRef"]["name"]
+    assert ("Issuer", issuer) in objects
+    gateway = objects[("Deployment", "envoy-gateway")]["spec"]["template"]["spec"]
+    csi = {v["name"]: v for v in gateway["volumes"]}["xds-client-tls"]["csi"]
+    assert csi["volumeAttributes"]["csi.cert-manager.io/issuer-name"] == issuer
+    assert csi["volumeAttributes"]["csi.cert-manager.io/dns-names"] == "${POD_NAME}"
+    assert "$(POD_NAME)" in gateway["containers"][0]["args"]  # the node id is the pod name
+    [cm] = [o for o in kustomize(MTLS) if o["metadata"]["name"] == "envoy-bootstrap"]
+    assert cm["data"]["bootstrap.yaml"] == render_bootstrap(
+        "envoy-gateway", "sluice-xds.sluice-system.svc.cluster.local", 18000, "0.0.0.0", 9901,
+        tls=ClientTls("/etc/envoy-tls/tls.crt", "/etc/envoy-tls/tls.key",
+                      "/etc/envoy-tls/ca.crt"))
+    assert cm["metadata"]["labels"]["app.kubernetes.io/name"] == "envoy-gateway"
 
 
 def test_the_dockerfile_passes_hadolint() -> None:
