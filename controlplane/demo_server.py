@@ -29,6 +29,8 @@ from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
+from controlplane.podsim.spec import split_pod
+
 __all__ = [
     "DemoServers",
     "UpstreamSpec",
@@ -67,21 +69,10 @@ def parse_listen(text: str, *, latency_ms: int = 0, error_rate: float = 0.0) -> 
 
     ``latency_ms`` and ``error_rate`` are the defaults for options not given.
     """
-    address, sep, rest = text.partition("=")
-    if not sep:
-        raise ValueError(f"{text!r}: expected HOST:PORT=SERVICE/VERSION")
-    host, colon, port_text = address.rpartition(":")
-    if not colon or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(f"{text!r}: bad address {address!r}, expected HOST:PORT")
-    identity, *options = rest.split(",")
-    service, slash, version = identity.partition("/")
-    if not slash:
-        service, version = "demo", identity
-    if not service or not version:
-        raise ValueError(f"{text!r}: expected SERVICE/VERSION after '='")
+    host, port, service, version, options = split_pod(text)
     spec = UpstreamSpec(
-        host=host.strip("[]"),
-        port=int(port_text),
+        host=host,
+        port=port,
         service=service,
         version=version,
         latency_ms=latency_ms,

@@ -6,7 +6,7 @@ shape check (``Value.get``), so nothing already reported is reported again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import yaml
@@ -16,6 +16,7 @@ from controlplane.config.errors import Errors
 from controlplane.config.experiment_metrics import advise_experiment, check_guards, check_metrics
 from controlplane.config.experiment_shapes import EXPERIMENT_SPEC
 from controlplane.config.fields import Value
+from controlplane.config.fields import opt as _opt
 from controlplane.config.kinds import Accepted, Document, KindDef
 from controlplane.experiment import (
     EXPERIMENT_KIND,
@@ -135,11 +136,6 @@ def _check_steps(doc: Document, steps: Value, errors: Errors) -> None:
 
 
 # --- building -------------------------------------------------------------------------
-
-
-def _opt(v: Value, name: str, read: Callable[[Value], T], default: T) -> T:
-    child = v.get(name)
-    return read(child) if child is not None else default
 
 
 def _int(v: Value) -> int:

@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Union
+from typing import TypeVar, Union
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -465,3 +465,12 @@ def check_range(
     if maximum is not None and x > maximum:
         return f"must be at most {maximum} (got {x})"
     return None
+
+
+T = TypeVar("T")
+
+
+def opt(v: Value, name: str, read: Callable[[Value], T], default: T) -> T:
+    """The field ``name`` of a checked mapping, read; ``default`` when it is absent."""
+    child = v.get(name)
+    return read(child) if child is not None else default

@@ -10,6 +10,7 @@ from controlplane.config import modelservice_kube as kube
 from controlplane.config import modelservice_routing as routing
 from controlplane.config.errors import Errors
 from controlplane.config.fields import Value
+from controlplane.config.fields import opt as _opt
 from controlplane.config.kinds import Accepted, Document, KindDef
 from controlplane.config.shapes import MODEL_SERVICE_SPEC
 from controlplane.model import (
@@ -156,11 +157,6 @@ def check_service_against(doc: Document, value: object, accepted: Accepted,
 
 
 # --- building -------------------------------------------------------------------------
-
-
-def _opt(v: Value, name: str, read: Callable[[Value], T], default: T) -> T:
-    child = v.get(name)
-    return read(child) if child is not None else default
 
 
 def _ms(v: Value) -> int:

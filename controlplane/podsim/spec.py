@@ -97,8 +97,9 @@ def _bool(value: str) -> bool:
     return value == "true"
 
 
-def parse_pod(text: str) -> PodSpec:
-    """Parse ``HOST:PORT=SERVICE/VERSION[,KEY=VALUE...]`` (see ``POD_OPTIONS``)."""
+def split_pod(text: str) -> tuple[str, int, str, str, list[str]]:
+    """``HOST:PORT=SERVICE/VERSION[,option...]`` -> (host, port, service, version, options);
+    a bare VERSION belongs to service ``demo``."""
     address, sep, rest = text.partition("=")
     if not sep:
         raise ValueError(f"{text!r}: expected HOST:PORT=SERVICE/VERSION[,option=value...]")
@@ -111,7 +112,13 @@ def parse_pod(text: str) -> PodSpec:
         service, version = "demo", identity
     if not service or not version:
         raise ValueError(f"{text!r}: expected SERVICE/VERSION after '='")
-    spec = PodSpec(host=host.strip("[]"), port=int(port_text), service=service, version=version)
+    return host.strip("[]"), int(port_text), service, version, options
+
+
+def parse_pod(text: str) -> PodSpec:
+    """Parse ``HOST:PORT=SERVICE/VERSION[,KEY=VALUE...]`` (see ``POD_OPTIONS``)."""
+    host, port, service, version, options = split_pod(text)
+    spec = PodSpec(host=host, port=port, service=service, version=version)
     faults, engine = spec.faults, spec.engine
     for option in options:
         key, eq, value = option.partition("=")

@@ -128,6 +128,20 @@ _instances = itertools.count(1)
 _live: set[EnvoyProcess] = set()
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, grace: float) -> int | None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; the exit status (None: no process)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
 @atexit.register
 def _kill_leftovers() -> None:
     for proc in list(_live):
@@ -235,16 +249,7 @@ class EnvoyProcess:
         """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit status."""
         proc, self._proc = self._proc, None
         _live.discard(self)
-        rc: int | None = None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=grace)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
-            rc = proc.returncode
+        rc = terminate(proc, grace)
         if self._own_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None

@@ -13,7 +13,6 @@ import asyncio
 import atexit
 import json
 import shutil
-import signal
 import subprocess
 import tempfile
 import urllib.error
@@ -31,6 +30,7 @@ from tests.integration.harness import (
     WaitTimeout,
     async_wait_for,
     free_port,
+    terminate,
     wait_for,
 )
 
@@ -170,16 +170,7 @@ class PrometheusProcess:
     def stop(self, grace: float = 5.0) -> int | None:
         proc, self._proc = self._proc, None
         _live.discard(self)
-        rc: int | None = None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=grace)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
-            rc = proc.returncode
+        rc = terminate(proc, grace)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
