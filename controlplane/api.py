@@ -14,6 +14,7 @@ from aiohttp import web
 from controlplane import statuspage
 from controlplane.api_auth import Auth
 from controlplane.api_experiments import ExperimentsApi
+from controlplane.api_forward import Forwarder
 from controlplane.config import service_to_dict
 from controlplane.consistency import consistency
 from controlplane.http_expect import expect
@@ -50,11 +51,15 @@ class AdminApi:
         self.tls = tls
         # Kubernetes mode: per discovered version, its source, endpoint count and notes.
         self.discovery_view: Callable[[str], dict[str, Any]] | None = None
+        # Kubernetes mode: a follower hands experiment requests to the leader.
+        self.forwarder: Forwarder | None = None
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self.auth.middleware],
-                              client_max_size=64 * 1024)
+        middlewares = [self.auth.middleware]
+        if self.forwarder is not None:
+            middlewares.append(self.forwarder.middleware)
+        app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
         app.router.add_get("/healthz", self.healthz, expect_handler=expect)
         app.router.add_get("/readyz", self.readyz, expect_handler=expect)
         app.router.add_get("/metrics", self.prometheus, expect_handler=expect)
@@ -85,6 +90,8 @@ class AdminApi:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.forwarder is not None:
+            await self.forwarder.close()
 
     async def openapi(self, _: web.Request) -> web.Response:
         return web.json_response(openapi_document())

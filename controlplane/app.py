@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from controlplane.api_auth import Auth, read_tokens
 from controlplane.api_experiments import ExperimentsApi
+from controlplane.api_forward import Forwarder
 from controlplane.config import LoadResult
 from controlplane.debounce import Debounce
 from controlplane.experiment import Webhook
@@ -132,6 +133,7 @@ class App:
             self.kube = KubeMode(self, options.kubernetes)
         if self.kube is not None:
             self.api.discovery_view = self.kube.discovery_view
+            self.api.forwarder = Forwarder(self.kube.leader, self.kube.identity)
 
     async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
         if self.options.state_path:

@@ -48,6 +48,10 @@ def serve(argv: list[str]) -> int:
                         help="watch ModelService and Experiment resources, discover endpoints, "
                         "elect a leader (in-cluster credentials, else the kubeconfig)")
     parser.add_argument("--kubeconfig", metavar="PATH", help="with --kubernetes: this kubeconfig")
+    parser.add_argument("--advertise-admin", metavar="URL",
+                        help="with --kubernetes: how other replicas reach this admin API, for "
+                        "forwarding experiment requests to the leader (default: "
+                        "http://$POD_IP:ADMIN_PORT)")
     parser.add_argument("--namespace", metavar="NS",
                         help="with --kubernetes: Sluice's namespace, for its Lease and journal "
                         "(default: the pod's own)")
@@ -130,12 +134,15 @@ def serve(argv: list[str]) -> int:
                           args.max_requests_per_second, args.max_requests_per_second * 10)
     if not args.config and not args.kubernetes:
         parser.error("--config is required (or --kubernetes)")
-    if (args.kubeconfig or args.namespace or args.watch_namespace) and not args.kubernetes:
-        parser.error("--kubeconfig, --namespace and --watch-namespace go with --kubernetes")
+    if (args.kubeconfig or args.namespace or args.watch_namespace
+            or args.advertise_admin) and not args.kubernetes:
+        parser.error("--kubeconfig, --namespace, --watch-namespace and --advertise-admin go "
+                     "with --kubernetes")
     from controlplane.kube.options import KubeOptions
 
     kube = KubeOptions(kubeconfig=args.kubeconfig, namespace=args.namespace,
-                       watch_namespace=args.watch_namespace) if args.kubernetes else None
+                       watch_namespace=args.watch_namespace,
+                       advertise_admin=args.advertise_admin) if args.kubernetes else None
     options = ServeOptions(
         tuple(args.config), args.xds_address, args.admin_address, args.state,
         kubernetes=kube,

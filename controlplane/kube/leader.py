@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from controlplane.kube.client import LEASES, Kube, KubeError, Obj
 
 log = logging.getLogger("sluice.kube")
+# Where the holder's admin API answers (followers forward experiment requests there).
+ADMIN_ANNOTATION = "sluice.dev/admin-url"
 
 
 def micro_time(t: datetime | None = None) -> str:
@@ -51,12 +53,15 @@ class LeaseSettings:
 
 class LeaderElector:
     def __init__(self, kube: Kube, settings: LeaseSettings,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 advertise: Callable[[], str | None] = lambda: None) -> None:
         self.kube = kube
         self.settings = settings
         self.clock = clock
+        self.advertise = advertise
         self.leading = False
         self.holder: str | None = None  # as last read
+        self.holder_admin: str | None = None  # the holder's admin URL, as last read
         self.error: str | None = None
         self._observed: tuple[object, ...] | None = None
         self._observed_at = 0.0
@@ -94,10 +99,23 @@ class LeaderElector:
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": s.name, "namespace": s.namespace},
                 "spec": self._spec(micro_time(), 0)}
+        self._advertise(body)
         self._observe(self.kube.create(LEASES, s.namespace, body))
 
+    def _advertise(self, lease: Obj) -> None:
+        url = self.advertise()
+        annotations = dict((lease.setdefault("metadata", {})).get("annotations") or {})
+        if url:
+            annotations[ADMIN_ANNOTATION] = url
+        else:
+            annotations.pop(ADMIN_ANNOTATION, None)
+        lease["metadata"]["annotations"] = annotations
+
     def _observe(self, lease: Obj) -> None:
+        annotations = (lease.get("metadata") or {}).get("annotations") or {}
         spec = lease.get("spec") or {}
+        self.holder_admin = annotations.get(ADMIN_ANNOTATION) if spec.get(
+            "holderIdentity") else None
         record = (spec.get("holderIdentity"), spec.get("renewTime"),
                   spec.get("leaseDurationSeconds"), spec.get("leaseTransitions"))
         self.holder = spec.get("holderIdentity") or None
@@ -119,6 +137,7 @@ class LeaderElector:
         transitions = int(spec.get("leaseTransitions") or 0) + (0 if mine else 1)
         acquire = spec.get("acquireTime") if mine else None
         lease["spec"] = self._spec(acquire or micro_time(), transitions)
+        self._advertise(lease)
         self._observe(self.kube.replace(LEASES, self.settings.namespace,
                                         self.settings.name, lease))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +55,8 @@ class KubeMode:
         self.elector = LeaderElector(self.kube, LeaseSettings(
             self.namespace, options.identity or default_identity(),
             lease_duration_s=options.lease_duration_s,
-            renew_deadline_s=options.renew_deadline_s, retry_period_s=options.retry_period_s))
+            renew_deadline_s=options.renew_deadline_s, retry_period_s=options.retry_period_s),
+            advertise=self.admin_url)
         # Records are written on the event loop (durable first): short timeouts, so a
         # partitioned leader stalls its proxies' xDS for at most a moment per write.
         self.journal_store = KubeStateStore(self.kube.with_timeout((1.0, 2.0)), self.namespace)
@@ -74,6 +76,23 @@ class KubeMode:
     @property
     def leading(self) -> bool:
         return self.elector.leading
+
+    def admin_url(self) -> str | None:
+        """How the other replicas reach this one's admin API (see KubeOptions)."""
+        if self.options.advertise_admin:
+            return self.options.advertise_admin.rstrip("/")
+        if not self.app.admin_port:
+            return None
+        scheme = "https" if self.app.options.admin_tls else "http"
+        host = os.environ.get("POD_IP") or self.app.options.admin_address.rsplit(":", 1)[0]
+        if host in ("", "0.0.0.0", "::", "[::]"):
+            return None  # nothing the others could dial
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return f"{scheme}://{host}:{self.app.admin_port}"
+
+    def leader(self) -> tuple[bool, str | None]:
+        """(this replica leads, the leader's admin URL as last read from the Lease)."""
+        return self.elector.leading, self.elector.holder_admin
 
     @property
     def identity(self) -> str:

@@ -43,9 +43,10 @@ def sim_pod(name: str, port: int, *, version: str = "v1", ready: bool = True,
 class Replica:
     """One ``sluice serve --kubernetes`` in this event loop (fast lease for tests)."""
 
-    def __init__(self, api_url: str, identity: str) -> None:
+    def __init__(self, api_url: str, identity: str, token_file: str | None = None) -> None:
         self.options = ServeOptions(
             (), xds_address="127.0.0.1:0", admin_address="127.0.0.1:0",
+            api_token_file=token_file,
             kubernetes=KubeOptions(host=api_url, namespace="sluice", identity=identity,
                                    lease_duration_s=2.0, renew_deadline_s=1.5,
                                    retry_period_s=0.25, status_interval_s=0.2))

@@ -4,6 +4,7 @@ experiment goes on at the same step with the same weights; status written and re
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from controlplane.kube.client import EXPERIMENTS, Kube
@@ -122,3 +123,43 @@ async def test_a_forbidden_watch_is_on_readyz_and_the_rest_serves(
     finally:
         stop.set()
         await task
+
+
+async def test_a_follower_hands_experiment_requests_to_the_leader(
+        apiserver: ApiServer, tmp_path: Path) -> None:
+    import aiohttp
+
+    token = "replica-token-0123456789"
+    (tmp_path / "token").write_text(f"ops {token}\n")
+    apiserver.put(model_service("chat", 10903, [
+        {"name": "v1", "weight": 100, "endpoints": [{"address": "10.0.0.1", "port": 80}]},
+        {"name": "v2", "weight": 0, "endpoints": [{"address": "10.0.0.2", "port": 80}]}]))
+    async with Replica(apiserver.url, "a", str(tmp_path / "token")) as a:
+        fake_metrics(a)
+        await until(lambda: a.leading, 10)
+        async with Replica(apiserver.url, "b", str(tmp_path / "token")) as b:
+            apiserver.put(canary())
+            await until(lambda: (v := view(a)) is not None and v["phase"] == "Progressing", 30)
+            await until(lambda: b.app.kube is not None and b.app.kube.leader()[1] is not None,
+                        10)
+            follower = f"http://127.0.0.1:{b.app.admin_port}"
+            auth = {"Authorization": f"Bearer {token}"}
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{follower}/api/v1/experiments/canary") as r:
+                    assert r.status == 200
+                    body = await r.json()
+                assert body["name"] == "canary" and body["run"] == view(a)["run"]  # type: ignore[index]
+                async with http.post(f"{follower}/api/v1/experiments/canary/pause") as r:
+                    assert r.status == 401  # the follower checks the token too
+                async with http.post(f"{follower}/api/v1/experiments/canary/pause",
+                                     headers=auth) as r:
+                    assert r.status == 200, await r.text()
+                assert view(a)["phase"] == "Paused"  # type: ignore[index]
+                async with http.get(f"{follower}/api/v1/audit", headers=auth) as r:
+                    entries = (await r.json())["entries"]
+                assert [(e["action"], e["who"]) for e in entries][-1] == ("pause", "ops")
+                async with http.get(f"{follower}/api/v1/experiments",
+                                    headers={"X-Sluice-Forwarded-By": "x"}) as r:
+                    assert r.status == 503  # never forwarded twice
+                async with http.get(f"{follower}/api/v1/services") as r:
+                    assert r.status == 200  # everything else is the follower's own
