@@ -6,8 +6,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from analysis.eta import eta
 from analysis.judge import Look, judge, start
 from analysis.samples import Window
