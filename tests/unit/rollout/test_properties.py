@@ -30,8 +30,11 @@ looks = st.lists(st.tuples(st.sampled_from([0.0, 0.01, 0.02, 0.05, 0.3]),
 
 async def _run(strategy: str, script: list[tuple[float, str | None]], gated: bool) -> None:
     mgr, store, source = manager()
+    # Capacity ramps step every 20 ms here (10 s by default), so a rollback or a
+    # promotion that ramps finishes within the wait for the next look.
     spec: dict[str, Any] = {**STRATEGIES[strategy], "pauseBeforePromotion": gated,
-                            "stallBudget": "1h"}
+                            "stallBudget": "1h", "rollback": {"interval": "20ms"},
+                            "promotion": {"interval": "20ms"}}
     load(store, mgr, experiment(**spec))
     stop = asyncio.Event()
     task = asyncio.get_running_loop().create_task(mgr.run(stop))
