@@ -106,7 +106,8 @@ class Event:
     event: Mapping[str, Any]
 
 
-def _encode(value: Mapping[str, Any], what: str) -> str:
+def encode(value: Mapping[str, Any], what: str) -> str:
+    """Canonical JSON of a record or event (sorted keys, no NaN); StateError otherwise."""
     if not isinstance(value, Mapping):
         raise StateError(f"{what} must be a mapping, got {type(value).__name__}")
     try:
@@ -188,7 +189,7 @@ class StateStore:
         revision equals it (0 means "must not exist"); otherwise ``ConflictError``.
         """
         _check_key(kind, name)
-        body = _encode(value, f"value of {kind}/{name}")
+        body = encode(value, f"value of {kind}/{name}")
         with self._transaction() as conn:
             if expected_revision is not None:
                 row = conn.execute(
@@ -252,7 +253,7 @@ class StateStore:
     def append_event(self, kind: str, name: str, event: Mapping[str, Any]) -> int:
         """Append to the event log of ``(kind, name)``; return the event's sequence number."""
         _check_key(kind, name)
-        body = _encode(event, f"event for {kind}/{name}")
+        body = encode(event, f"event for {kind}/{name}")
         with self._transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO events (kind, name, at, body) VALUES (?, ?, ?, ?)",

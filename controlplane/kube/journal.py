@@ -26,7 +26,7 @@ from typing import Any
 
 from controlplane.kube import MANAGED_BY
 from controlplane.kube.client import CONFIG_MAPS, Kube, KubeError, Obj
-from controlplane.state import Event, Record, StateError
+from controlplane.state import Event, Record, StateError, encode
 
 ROLE = "sluice.dev/journal"  # label: record | events
 KIND, NAME, CHUNK = "sluice.dev/kind", "sluice.dev/name", "sluice.dev/chunk"
@@ -89,7 +89,7 @@ class KubeStateStore:
 
     def put(self, kind: str, name: str, value: Mapping[str, Any], *,
             expected_revision: int | None = None) -> int:
-        body = _encode(value, f"{kind}/{name}")
+        body = encode(value, f"{kind}/{name}")
         with self._lock:
             self.flush()
             old = self._records.get((kind, name))
@@ -127,7 +127,7 @@ class KubeStateStore:
     # -- events
 
     def append_event(self, kind: str, name: str, event: Mapping[str, Any]) -> int:
-        text = _encode(event, f"event of {kind}/{name}")
+        text = encode(event, f"event of {kind}/{name}")
         with self._lock:
             self._seq += 1
             entry = {"seq": self._seq, "at": self.clock(), "event": json.loads(text)}
@@ -193,11 +193,3 @@ class KubeStateStore:
                              f"{exc.describe()}") from exc
         return str((done.get("metadata") or {}).get("resourceVersion", ""))
 
-
-def _encode(value: Mapping[str, Any], what: str) -> str:
-    if not isinstance(value, Mapping):
-        raise StateError(f"{what} must be a mapping, got {type(value).__name__}")
-    try:
-        return json.dumps(dict(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise StateError(f"{what} is not JSON-encodable: {exc}") from exc
