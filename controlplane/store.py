@@ -173,6 +173,9 @@ class Store:
     def routing(self, service: str) -> RoutingState | None:
         return self._routing.get(service)
 
+    def routings(self) -> dict[str, RoutingState]:
+        return dict(self._routing)
+
     def set_routing(self, service: str, routing: RoutingState | None) -> bool:
         """Sets (or clears) the routing controller's endpoint weights and batch cap."""
         if routing is None or routing == RoutingState():

@@ -71,6 +71,7 @@ class KubeMode:
                                    self.discovery.view, options.status_interval_s)
         routers: Mapping[str, Router] = self.external
         app.rollouts.deps.journal = Journal(self.journal_store)
+        app.routing.active = False  # until this replica leads: the leader's weights apply
         app.rollouts.deps.routers = routers_for(store, app.proxy_view, routers)
 
     @property
@@ -119,6 +120,7 @@ class KubeMode:
             log.error("cannot read the journal from ConfigMaps in %s: %s", self.namespace, exc)
         self.traffic.leading = True
         self.traffic.published = None
+        self.app.routing.active = True
         for router in self.external.values():
             router.leading = True
         self.status.leading = True
@@ -138,6 +140,7 @@ class KubeMode:
             await asyncio.to_thread(self.journal_store.flush)
         except StateError as exc:
             log.info("journal not flushed on losing the lead: %s", exc)
+        self.app.routing.active = False
         self.traffic.leading = False
         self.traffic.mirror()
 

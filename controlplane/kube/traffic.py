@@ -7,6 +7,10 @@ change; followers watch it and set the same overrides on their own store, so
 their snapshots carry the same content and so the same versions: a proxy that
 reconnects to another replica is not pushed anything new. A new leader
 restores the runs from the journal, which puts the same overrides in force.
+
+The routing controller's endpoint weights and batch caps travel the same way
+(keys ``routing.SERVICE``): only the leader computes them (from its proxies'
+load reports), so every replica pushes the same endpoint weights too.
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ from typing import Any
 from controlplane.kube import MANAGED_BY
 from controlplane.kube.client import CONFIG_MAPS, Kube, KubeError, Obj
 from controlplane.kube.informer import Informer
-from controlplane.model import Cohort, Endpoint, EndpointHealth, Mirror, TrafficShape, Unavailable
+from controlplane.model import (
+    Cohort,
+    Endpoint,
+    EndpointHealth,
+    Mirror,
+    RoutingState,
+    TrafficShape,
+    Unavailable,
+)
 from controlplane.store import Store, TrafficOverride
 
 log = logging.getLogger("sluice.kube")
@@ -56,8 +68,23 @@ def from_json(d: dict[str, Any]) -> TrafficOverride:
                            endpoints, shape)
 
 
-def encode(overrides: dict[str, TrafficOverride]) -> dict[str, str]:
-    return {s: json.dumps(to_json(o), sort_keys=True) for s, o in sorted(overrides.items())}
+ROUTING_PREFIX = "routing."  # service names have no dots, so keys never collide
+
+
+def encode(overrides: dict[str, TrafficOverride],
+           routings: dict[str, RoutingState] | None = None) -> dict[str, str]:
+    data = {s: json.dumps(to_json(o), sort_keys=True) for s, o in sorted(overrides.items())}
+    for service, r in sorted((routings or {}).items()):
+        data[ROUTING_PREFIX + service] = json.dumps(
+            {"weights": [list(w) for w in r.weights], "batch": r.batch_max_requests},
+            sort_keys=True)
+    return data
+
+
+def routing_from_json(d: dict[str, Any]) -> RoutingState:
+    batch = d.get("batch")
+    return RoutingState(tuple((str(k), int(w)) for k, w in d.get("weights", [])),
+                        int(batch) if batch is not None else None)
 
 
 class TrafficShare:
@@ -85,22 +112,31 @@ class TrafficShare:
         cm = self.informer.snapshot().get(f"{self.namespace}/{NAME}")
         data = (cm or {}).get("data") or {}
         wanted: dict[str, TrafficOverride] = {}
-        for service, text in data.items():
+        routings: dict[str, RoutingState] = {}
+        for key, text in data.items():
             try:
-                wanted[service] = from_json(json.loads(text))
+                if key.startswith(ROUTING_PREFIX):
+                    routings[key.removeprefix(ROUTING_PREFIX)] = routing_from_json(
+                        json.loads(text))
+                else:
+                    wanted[key] = from_json(json.loads(text))
             except (ValueError, KeyError, TypeError) as exc:
-                log.error("published traffic of %s is unreadable, ignored: %s", service, exc)
+                log.error("published traffic %s is unreadable, ignored: %s", key, exc)
         for service in self.mirrored - set(wanted):
             self.store.set_override(service, None)
         for service, override in wanted.items():
             self.store.set_override(service, override)
         self.mirrored = set(wanted)
+        for service in set(self.store.routings()) - set(routings):
+            self.store.set_routing(service, None)
+        for service, routing in routings.items():
+            self.store.set_routing(service, routing)
 
     # -- leader
 
     def publish(self) -> None:
         """Writes the store's overrides when they changed (blocking; leader only)."""
-        data = encode(self.store.overrides())
+        data = encode(self.store.overrides(), self.store.routings())
         if data == self.published:
             return
         body: Obj = {"apiVersion": "v1", "kind": "ConfigMap",

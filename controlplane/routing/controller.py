@@ -106,6 +106,7 @@ class RoutingController:
         self.pod_load: dict[str, tuple[float, PodLoad]] = {}
         self.pod_states: dict[str, dict[str, str]] = {}
         self._fetching: set[str] = set()
+        self.active = True
 
     def on_report(self, node: str, clusters: list[ClusterLoad]) -> None:
         self.window.add(node, clusters)
@@ -145,7 +146,10 @@ class RoutingController:
             self._fetching.discard(name)
 
     def tick(self, now: float) -> None:
-        """Updates every service whose interval has come."""
+        """Updates every service whose interval has come (only while ``active``: in
+        Kubernetes mode a follower takes the leader's weights instead)."""
+        if not self.active:
+            return
         services = {s.name: s for s in self.store.state.services}
         for name in list(self._due):
             if name not in services or not routed(services[name]):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.kube.client import EXPERIMENTS, Kube
+from controlplane.model import RoutingState
 from tests.kube.apiserver import ApiServer
 from tests.kube.env import NS, Replica, experiment, model_service
 from tests.kube.test_informer import until
@@ -163,3 +164,22 @@ async def test_a_follower_hands_experiment_requests_to_the_leader(
                     assert r.status == 503  # never forwarded twice
                 async with http.get(f"{follower}/api/v1/services") as r:
                     assert r.status == 200  # everything else is the follower's own
+
+
+async def test_followers_push_the_leaders_endpoint_weights(apiserver: ApiServer) -> None:
+    """Only the leader computes routing weights (from its proxies' load reports); the
+    followers take them, so every replica serves the same resource versions."""
+    apiserver.put(model_service("chat", 10904, [
+        {"name": "v1", "weight": 100, "endpoints": [{"address": "10.0.0.1", "port": 80},
+                                                    {"address": "10.0.0.3", "port": 80}]}]))
+    async with Replica(apiserver.url, "a") as a:
+        await until(lambda: a.leading, 10)
+        async with Replica(apiserver.url, "b") as b:
+            await until(lambda: a.app.routing.active and not b.app.routing.active, 10)
+            routing = RoutingState((("10.0.0.1:80", 300), ("10.0.0.3:80", 100)), 7)
+            a.app.store.set_routing("chat", routing)
+            await until(lambda: b.app.store.routing("chat") == routing, 10)
+            await until(lambda: b.app.cache.snapshot.version == a.app.cache.snapshot.version,
+                        10)
+            a.app.store.set_routing("chat", None)
+            await until(lambda: b.app.store.routing("chat") is None, 10)
