@@ -17,7 +17,7 @@ from controlplane.api_experiments import ExperimentsApi
 from controlplane.api_forward import Forwarder
 from controlplane.config import service_to_dict
 from controlplane.consistency import consistency
-from controlplane.http_expect import expect
+from controlplane.http_expect import catch_unmatched, expect
 from controlplane.metrics import Metrics
 from controlplane.model import (
     MODEL_SERVICE_KIND,
@@ -71,6 +71,7 @@ class AdminApi:
         if self.experiments is not None:
             self.experiments.routes(app)
         statuspage.register(app)
+        catch_unmatched(app)
         return app
 
     async def start(self, host: str, port: int) -> int:

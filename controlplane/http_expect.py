@@ -20,3 +20,21 @@ async def expect(request: web.Request) -> None:
         request.writer.output_size = 0  # the 100 is not part of the answer's size
         return
     raise web.HTTPExpectationFailed(text="only 'Expect: 100-continue' is supported")
+
+
+def catch_unmatched(app: web.Application) -> None:
+    """Routes every request no other route takes to a handler that answers as aiohttp
+    would (405 with Allow when the path exists, else 404), so the expectation check
+    above runs for those requests too. Add it last."""
+
+    async def unmatched(request: web.Request) -> web.StreamResponse:
+        allowed: set[str] = set()
+        for resource in request.app.router.resources():
+            if resource is not catch_all.resource:
+                _, methods = await resource.resolve(request)
+                allowed |= methods
+        if allowed:
+            raise web.HTTPMethodNotAllowed(request.method, allowed)
+        raise web.HTTPNotFound()
+
+    catch_all = app.router.add_route("*", "/{_unmatched:.*}", unmatched, expect_handler=expect)

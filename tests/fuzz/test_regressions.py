@@ -99,3 +99,21 @@ def test_expect_100_continue_still_continues() -> None:
 def test_targets_are_registered() -> None:
     assert set(targets.targets()) == {"config", "wire", "sotw", "delta", "replay", "envoy_text",
                                       "prometheus", "prom_answers", "admin_api"}
+
+
+def test_an_expect_header_on_an_unrouted_request_is_not_a_500() -> None:
+    for line in (b"POST / HTTP/1.1", b"GET /nope HTTP/1.1", b"PUT /api/v1/services HTTP/1.1"):
+        raw = (line + b"\r\nHost: 127.0.0.1\r\nExpect: \x80\r\nConnection: close\r\n"
+               b"Content-Length: 0\r\n\r\n")
+        status = admin.world().send(raw).split(b" ", 2)[1]
+        assert status == b"417", (line, status)
+
+
+def test_unrouted_requests_still_get_404_and_405() -> None:
+    def status(line: bytes) -> bytes:
+        raw = line + b"\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        return admin.world().send(raw).split(b"\r\n\r\n", 1)[0]
+
+    assert status(b"GET /nope HTTP/1.1").split(b" ", 2)[1] == b"404"
+    head = status(b"POST /api/v1/services HTTP/1.1")
+    assert head.split(b" ", 2)[1] == b"405" and b"Allow: " in head
