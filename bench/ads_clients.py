@@ -22,10 +22,12 @@ stdin
   ``{"cmd": "quit"}``   close every stream and exit.
 stdout
   ``{"event": "synced", "t_start": ..., "t_synced": ..., "streams": N,
-  "first_push": [seconds, ...]}``
+  "first_push": [seconds, ...], "t_first_open": ..., "t_last_open": ...}``
       once every stream has ACKed a response of all four types; ``first_push``:
       per stream, from opening it to its first response (how long the control
-      plane took to admit it when all connect at once).
+      plane took to admit it when all connect at once); ``t_first_open`` and
+      ``t_last_open``: when the first and the last stream was opened (all
+      streams open together: a connect storm).
   ``{"event": "converged", "id": K, "acks": [t, ...], "missing": M}``
       ``acks``: per stream, the wall time (``time.time()``) at which it sent
       the ACK of the first response of that type after the mark.
@@ -156,6 +158,9 @@ class Fleet:
                     "t_synced": time.time(),
                     "streams": self.count,
                     "first_push": [s.t_first - s.t_opened for s in self.streams],
+                    # The storm's spread: when the first and the last stream opened.
+                    "t_first_open": min(s.t_opened for s in self.streams),
+                    "t_last_open": max(s.t_opened for s in self.streams),
                 }
             )
             self.synced_event.set()

@@ -10,7 +10,10 @@ Set-up, per client count N (a fresh control plane each time):
 * ``sluice serve`` as a subprocess, so its CPU (``/proc/PID/stat``) and RSS
   (``/proc/PID/status``) are its own;
 * two real Envoys (one SotW, one Delta ADS bootstrap);
-* N simulated ADS clients in one separate process (``bench.ads_clients``).
+* N simulated ADS clients (SotW or Delta, ``--variants``) in one separate
+  process (``bench.ads_clients``). They open all their streams at once: the
+  connect is a storm, reported with the time until the control plane lists
+  every stream SYNCED, and the control plane's RSS before and after.
 
 Then, repeatedly, one service's YAML is rewritten (atomic rename) with either
 new weights (→ one RouteConfiguration changes) or one endpoint replaced by
@@ -86,9 +89,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int, field: str = "VmRSS:") -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field):
             return int(line.split()[1])
     return 0
 
@@ -491,12 +494,18 @@ class KindResult:
 @dataclass
 class RunResult:
     clients: int
+    delta: bool = False
     connect_s: float = 0.0
+    open_spread_s: float = 0.0  # first to last stream opened (the storm's width)
+    synced_cp_s: float = float("nan")  # first open → the CP reports every stream SYNCED
+    envoys: int = 0
+    shared: str = ""  # the control plane's count of work shared between streams
     connect_cpu_s: float = 0.0
     first_push: list[float] = field(default_factory=list)  # per stream: opened → 1st response
     connect_pushes: float = 0.0
     rss0_kib: int = 0
     rssn_kib: int = 0
+    rss_peak_kib: int = 0  # VmHWM once every client synced: the storm's high-water mark
     kinds: dict[str, KindResult] = field(default_factory=dict)
     clients_cpu_s: float = 0.0
     clients_cpu_changes_s: float = 0.0
@@ -523,8 +532,43 @@ def wait_synced(cp: ControlPlane, count: int, timeout: float) -> list[dict[str, 
     raise TimeoutError(f"proxies not synced: {[(p['id'], p['synced']) for p in proxies]}")
 
 
-def run_one(n: int, changes: int, args: argparse.Namespace, base_id: int) -> RunResult:
-    result = RunResult(n)
+def start_spy(cp: ControlPlane, path: str, n: int) -> subprocess.Popen[bytes]:
+    """py-spy on the control plane (raw stacks; ``{n}`` in ``path`` → N)."""
+    spy = subprocess.Popen(
+        [str(BIN / "py-spy"), "record", "-p", str(cp.proc.pid), "-r", "200", "-f", "raw",
+         "-o", path.replace("{n}", str(n)), "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(1.0)
+    return spy
+
+
+def stop_spy(spy: subprocess.Popen[bytes]) -> None:
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait(5)
+
+
+def wait_all_synced(cp: ControlPlane, count: int, timeout: float) -> float | None:
+    """Wall time at which ``/api/v1/proxies`` first lists ``count`` streams, all SYNCED
+    (every type ACKed at the current version); None if not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proxies = cp.proxies()
+        if len(proxies) >= count and all(p["synced"] for p in proxies):
+            return time.time()
+        time.sleep(0.5)
+    return None
+
+
+def run_one(
+    n: int, changes: int, args: argparse.Namespace, base_id: int, delta: bool
+) -> RunResult:
+    result = RunResult(n, delta)
     workdir = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
     config_dir = workdir / "config"
     config_dir.mkdir()
@@ -548,42 +592,35 @@ def run_one(n: int, changes: int, args: argparse.Namespace, base_id: int) -> Run
         result.rss0_kib = cp.rss()
         cpu0 = cp.cpu()
         pushes0 = metric_sum(cp.metrics(), "sluice_xds_pushes_total")
-        clients = Clients(cp.xds_port, n, args.per_channel, args.delta)
+        connect_spy = start_spy(cp, args.py_spy_connect, n) if args.py_spy_connect else None
+        clients = Clients(cp.xds_port, n, args.per_channel, delta)
         ev = clients.next_event("synced", timeout=300)
+        if connect_spy is not None:
+            stop_spy(connect_spy)
         if ev is None:
             raise TimeoutError(f"{n} simulated clients did not sync in 300 s")
         result.connect_s = ev["t_synced"] - ev["t_start"]
-        result.first_push = list(ev.get("first_push", []))
         result.connect_cpu_s = cp.cpu() - cpu0
         result.connect_pushes = metric_sum(cp.metrics(), "sluice_xds_pushes_total") - pushes0
+        result.rssn_kib = cp.rss()
+        result.rss_peak_kib = rss_kib(cp.proc.pid, "VmHWM:")
+        t_open = ev.get("t_first_open", ev["t_start"])
+        result.open_spread_s = ev.get("t_last_open", t_open) - t_open
+        # The clients saw a response of every type; the control plane confirms
+        # that every stream ACKed the current version of every type.
+        result.envoys = len(envoys)
+        t_all = wait_all_synced(cp, n + len(envoys), 120)
+        if t_all is not None:
+            result.synced_cp_s = t_all - t_open
+        result.first_push = list(ev.get("first_push", []))
         log(
             f"N={n}: all clients synced in {result.connect_s:.2f} s; first push "
             f"p50 {quantile(result.first_push, 0.5):.2f} s, "
             f"max {max(result.first_push, default=float('nan')):.2f} s"
         )
         time.sleep(1.0)
-        result.rssn_kib = cp.rss()
 
-        spy = None
-        if args.py_spy:
-            spy = subprocess.Popen(
-                [
-                    str(BIN / "py-spy"),
-                    "record",
-                    "-p",
-                    str(cp.proc.pid),
-                    "-r",
-                    "200",
-                    "-f",
-                    "raw",
-                    "-o",
-                    args.py_spy.replace("{n}", str(n)),
-                    "--nonblocking",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(1.0)
+        spy = start_spy(cp, args.py_spy, n) if args.py_spy else None
         changes_cpu0 = cp.cpu()
         clients_cpu0 = clients.cpu()
         wall0 = time.monotonic()
@@ -661,9 +698,9 @@ def run_one(n: int, changes: int, args: argparse.Namespace, base_id: int) -> Run
                         r'sluice_xds_pushes_total\{type="([^"]+)",variant="[^"]+"\}', key
                     )
                     if mt:
-                        delta = value - m0.get(key, 0.0)
+                        more = value - m0.get(key, 0.0)
                         kr.pushes_by_type[mt.group(1)] = (
-                            kr.pushes_by_type.get(mt.group(1), 0) + delta
+                            kr.pushes_by_type.get(mt.group(1), 0) + more
                         )
                 kr.serializations.append(
                     metric_sum(m1, "sluice_xds_resource_serializations")
@@ -681,12 +718,7 @@ def run_one(n: int, changes: int, args: argparse.Namespace, base_id: int) -> Run
         result.clients_cpu_changes_s = clients.cpu() - clients_cpu0
         result.clients_cpu_s = clients.cpu()
         if spy is not None:
-            spy.send_signal(signal.SIGINT)
-            try:
-                spy.wait(30)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-                spy.wait(5)
+            stop_spy(spy)
         proxies = cp.proxies()
         result.final_proxies = len(proxies)
         result.final_synced = sum(1 for p in proxies if p["synced"])
@@ -702,6 +734,8 @@ def run_one(n: int, changes: int, args: argparse.Namespace, base_id: int) -> Run
             e.stop()
         if cp is not None:
             cp.stop()
+            shared = re.findall(r"shared work: .*", cp.log_path.read_text())
+            result.shared = shared[-1] if shared else ""
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
@@ -717,7 +751,7 @@ def ms(x: float) -> str:
 
 def report(results: list[RunResult], args: argparse.Namespace, machine: dict[str, str]) -> str:
     out = []
-    mode = "Delta" if args.delta else "SotW"
+    mode = " and ".join("Delta" if v == "delta" else "SotW" for v in variants(args))
     out.append(
         f"Sluice xDS convergence: {SERVICES * len(VERSIONS)} clusters, "
         f"{SERVICES * len(VERSIONS) * ENDPOINTS_PER_VERSION} endpoints, "
@@ -744,11 +778,12 @@ def report(results: list[RunResult], args: argparse.Namespace, machine: dict[str
     )
     out.append("")
     head = (
-        "| clients | weight p50 / p99 (ms) | endpoint p50 / p99 (ms) | CP CPU / response (ms) "
-        "| RSS / stream (KiB) | serializations / change (weight, endpoint) | connect all (s) |"
+        "| clients | ADS | weight p50 / p99 (ms) | endpoint p50 / p99 (ms) "
+        "| CP CPU / response (ms) | RSS / stream (KiB) "
+        "| serializations / change (weight, endpoint) | connect all (s) |"
     )
     out.append(head)
-    out.append("|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         w, e = r.kinds.get("weight", KindResult()), r.kinds.get("endpoint", KindResult())
         cpu = (w.cp_cpu + e.cp_cpu) / max(1.0, w.pushes + e.pushes)
@@ -756,10 +791,13 @@ def report(results: list[RunResult], args: argparse.Namespace, machine: dict[str
         ser_w = "/".join(f"{s:.0f}" for s in sorted(set(w.serializations))) or "n/a"
         ser_e = "/".join(f"{s:.0f}" for s in sorted(set(e.serializations))) or "n/a"
         out.append(
-            f"| {r.clients:,} | {ms(quantile(w.conv, 0.5))} / {ms(quantile(w.conv, 0.99))} "
+            f"| {r.clients:,} | {variant_name(r)} "
+            f"| {ms(quantile(w.conv, 0.5))} / {ms(quantile(w.conv, 0.99))} "
             f"| {ms(quantile(e.conv, 0.5))} / {ms(quantile(e.conv, 0.99))} "
             f"| {cpu * 1000:.2f} | {rss:.0f} | {ser_w}, {ser_e} | {r.connect_s:.1f} |"
         )
+    out.append("")
+    out += storm_report(results)
     out.append("")
     out.append("Breakdown (ms): T0 → snapshot installed (poll + settle + YAML load + debounce")
     out.append("+ build), then installed → ACK; CP histogram = sluice_xds_convergence_seconds")
@@ -767,11 +805,11 @@ def report(results: list[RunResult], args: argparse.Namespace, machine: dict[str
     out.append("Envoys = T0 → the real Envoy applied the resource (its update_time stat).")
     out.append("")
     out.append(
-        "| clients | change | T0→installed p50 / max | installed→ACK p50 / p99 / max "
+        "| clients | ADS | change | T0→installed p50 / max | installed→ACK p50 / p99 / max "
         "| CP histogram p50 / p99 | Envoy SotW p50 / max | Envoy Delta p50 / max "
         "| responses | CP CPU in window (s) | missing |"
     )
-    out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         for kind, kr in r.kinds.items():
             hist = {b: kr.hist_after.get(b, 0) - kr.hist_before.get(b, 0) for b in kr.hist_after}
@@ -779,7 +817,7 @@ def report(results: list[RunResult], args: argparse.Namespace, machine: dict[str
             es = kr.envoy.get("envoy-sotw", [])
             ed = kr.envoy.get("envoy-delta", [])
             out.append(
-                f"| {r.clients:,} | {kind} | {ms(quantile(kr.detect, 0.5))} / "
+                f"| {r.clients:,} | {variant_name(r)} | {kind} | {ms(quantile(kr.detect, 0.5))} / "
                 f"{ms(max(kr.detect) if kr.detect else float('nan'))} "
                 f"| {ms(quantile(kr.push, 0.5))} / {ms(quantile(kr.push, 0.99))} / "
                 f"{ms(max(kr.push) if kr.push else float('nan'))} "
@@ -791,7 +829,8 @@ def report(results: list[RunResult], args: argparse.Namespace, machine: dict[str
     out.append("")
     for r in results:
         out.append(
-            f"N={r.clients:,}: CP RSS {r.rss0_kib / 1024:.0f} MiB with the 2 Envoys only, "
+            f"N={r.clients:,} {variant_name(r)}: CP RSS {r.rss0_kib / 1024:.0f} MiB with "
+            f"the {r.envoys} Envoys only, "
             f"{r.rssn_kib / 1024:.0f} MiB with all streams; CP CPU to connect all "
             f"{r.connect_cpu_s:.1f} s for {r.connect_pushes:.0f} responses "
             f"({r.connect_cpu_s / max(1.0, r.connect_pushes) * 1000:.2f} ms each, no config load "
@@ -801,8 +840,62 @@ def report(results: list[RunResult], args: argparse.Namespace, machine: dict[str
             f"CP CPU {r.cp_cpu_changes_s:.1f} s, simulated-clients CPU "
             f"{r.clients_cpu_changes_s:.1f} s; end: {r.final_synced}/{r.final_proxies} "
             f"proxies SYNCED, {r.nacks} NACKs, Envoys synced: {r.envoys_synced}"
+            + (f"; {r.shared}" if r.shared else "")
         )
     return "\n".join(out)
+
+
+def variant_name(r: RunResult) -> str:
+    return "Delta" if r.delta else "SotW"
+
+
+def variants(args: argparse.Namespace) -> list[str]:
+    if args.delta:
+        return ["delta"]
+    return [v.strip() for v in args.variants.split(",") if v.strip()]
+
+
+def storm_report(results: list[RunResult]) -> list[str]:
+    """Connect storm: every simulated client opens its stream at once, as a
+    fleet does after a control-plane restart; SYNCED as the CP reports it."""
+    out = [
+        "Connect storm: all clients open their streams together; SYNCED = the control "
+        "plane's /api/v1/proxies lists every stream with every type ACKed at the current "
+        "version (polled every 0.5 s once the clients have a response of every type).",
+        "",
+        "| clients | ADS | streams opened within (s) | all SYNCED after first open (s) "
+        "| first push p50 / max (s) | CP CPU for the storm (s) "
+        "| CP RSS before / after / peak (MiB) | RSS / stream (KiB) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        out.append(
+            f"| {r.clients:,} | {variant_name(r)} | {r.open_spread_s:.2f} | {r.synced_cp_s:.1f} "
+            f"| {quantile(r.first_push, 0.5):.1f} / {max(r.first_push, default=float('nan')):.1f} "
+            f"| {r.connect_cpu_s:.1f} | {r.rss0_kib / 1024:.0f} / {r.rssn_kib / 1024:.0f} / "
+            f"{r.rss_peak_kib / 1024:.0f} "
+            f"| {(r.rssn_kib - r.rss0_kib) / max(1, r.clients):.0f} |"
+        )
+    out += ["", "Floors (issue 12), measured here:"]
+    for r in results:
+        w, e = r.kinds.get("weight", KindResult()), r.kinds.get("endpoint", KindResult())
+        wp, ep = quantile(w.conv, 0.99), quantile(e.conv, 0.99)
+        rss = (r.rssn_kib - r.rss0_kib) / max(1, r.clients)
+        checks = [f"RSS / stream {rss:.0f} KiB ≤ 100: {verdict(rss <= 100)}"]
+        if r.clients >= 10_000:
+            checks += [
+                f"weight p99 {ms(wp)} ms ≤ 3000: {verdict(wp <= 3.0)}",
+                f"endpoint p99 {ms(ep)} ms ≤ 3000: {verdict(ep <= 3.0)}",
+                f"storm SYNCED {r.synced_cp_s:.1f} s ≤ 60: {verdict(r.synced_cp_s <= 60)}",
+            ]
+        elif r.clients == 1_000:
+            checks.append(f"weight p99 {ms(wp)} ms ≤ 500: {verdict(wp <= 0.5)}")
+        out.append(f"* N={r.clients:,} {variant_name(r)}: " + "; ".join(checks))
+    return out
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -811,6 +904,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=5, help="changes per kind")
     parser.add_argument("--per-channel", type=int, default=50)
     parser.add_argument("--delta", action="store_true", help="simulated clients use Delta ADS")
+    parser.add_argument(
+        "--variants", default="sotw", help="sotw, delta or sotw,delta (each N once per variant)"
+    )
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between changes")
     parser.add_argument("--timeout", type=float, default=30.0, help="per change")
     parser.add_argument(
@@ -829,6 +925,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH",
         help="profile the control plane during the changes (py-spy raw stacks; {n} → N)",
     )
+    parser.add_argument(
+        "--py-spy-connect", metavar="PATH", help="profile the control plane during the connect"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write raw results as JSON")
     args = parser.parse_args(argv)
     if args.quick:
@@ -836,9 +935,11 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(c) for c in args.clients.split(",") if c.strip()]
     machine = machine_description()
     results = []
-    for i, n in enumerate(counts):
-        log(f"N={n}: starting")
-        results.append(run_one(n, args.changes, args, base_id=(os.getpid() % 1000) * 10 + i * 2))
+    runs = [(v, n) for v in variants(args) for n in counts]
+    for i, (variant, n) in enumerate(runs):
+        log(f"N={n} {variant}: starting (load average {os.getloadavg()[0]:.2f})")
+        base_id = (os.getpid() % 1000) * 10 + i * 2
+        results.append(run_one(n, args.changes, args, base_id, delta=variant == "delta"))
     text = report(results, args, machine)
     print(text)
     if args.json:

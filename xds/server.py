@@ -33,6 +33,8 @@ from xds.protocol import (
     SotwStream,
     TypeStatus,
 )
+from xds.quiet import QuietDeltaStream, TypeVersions
+from xds.sharing import SharedSotwStream, SharedViews
 from xds.snapshot import Snapshot
 from xds.tls import TlsFiles, authorize, server_credentials
 
@@ -163,6 +165,9 @@ class XdsServer:
         self._next_id = 0
         self.proxies: dict[int, ProxyInfo] = {}
         self.active_streams = 0
+        # Views, response bytes and names shared by streams in the same state.
+        self.shared = SharedViews()
+        self.type_versions = TypeVersions()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -197,6 +202,7 @@ class XdsServer:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+            log.info("%s", self.shared.summary())
 
     # -- handlers -------------------------------------------------------------
 
@@ -334,8 +340,9 @@ class XdsServer:
             derr = dview.error_detail if dview.HasField("error_detail") else None
             dreq = DeltaRequest(
                 dview.type_url,
-                tuple(dview.resource_names_subscribe),
-                tuple(dview.resource_names_unsubscribe),
+                # the machine keeps these names, so map them to the snapshot's strings
+                self.shared.names.strings(self.cache.snapshot, dview.resource_names_subscribe),
+                self.shared.names.strings(self.cache.snapshot, dview.resource_names_unsubscribe),
                 tuple(dview.initial_resource_versions.items()),
                 dview.response_nonce,
                 ErrorDetail(derr.code, derr.message) if derr is not None else None,
@@ -356,7 +363,9 @@ class XdsServer:
             raise ProtocolError("the first request of a stream must carry node.id")
         snapshot = self.cache.snapshot
         machine: SotwStream | DeltaStream = (
-            SotwStream(snapshot) if variant == "sotw" else DeltaStream(snapshot)
+            SharedSotwStream(snapshot, self.shared)
+            if variant == "sotw"
+            else QuietDeltaStream(snapshot, self.type_versions)
         )
         agent = f"{node.user_agent_name}/{node.user_agent_version}".strip("/")
         info = ProxyInfo(stream_id, node.id, node.cluster, agent, variant, time.time(), machine,
@@ -371,7 +380,7 @@ class XdsServer:
         if info is None:
             return
         for response in out:
-            payload = encode(response)
+            payload = self.shared.bodies.encode(response)
             async with self._push_slots:
                 await context.write(payload)
             self.observer.pushed(response.type_url, info.variant)
