@@ -199,9 +199,13 @@ class SotwStream:
         elif type_url == typeurls.ROUTE:
             key += (cds_acked, self._eds_gen)
         if st.view is None or st.view_key != key:
-            st.view = ordering.sendable(type_url, self.snapshot, st.names, self._holds())
+            st.view = self._computed(type_url, st, cds)
             st.view_key = key
         return st.view
+
+    def _computed(self, type_url: str, st: _SotwType, cds: _SotwType | None) -> ordering.Sendable:
+        """The view itself (``xds.sharing`` shares it between streams in one state)."""
+        return ordering.sendable(type_url, self.snapshot, st.names, self._holds())
 
     def _push(self) -> list[Response]:
         out: list[Response] = []

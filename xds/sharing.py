@@ -225,20 +225,6 @@ class SharedSotwStream(SotwStream):
         key = ("route_refs", routes.acked_version, routes.sent_version)
         self._route_refs, _ = self._shared.refs.get_or_make(key, make)
 
-    def _view(self, type_url: str, st: _SotwType) -> ordering.Sendable:
-        # The per-stream key is SotwStream._view's, unchanged.
-        cds = self._types.get(typeurls.CLUSTER)
-        cds_acked = cds.acked_version if cds else None
-        key: tuple[object, ...] = (self.snapshot.types[type_url].version, st.names)
-        if type_url in (typeurls.CLUSTER, typeurls.ENDPOINT):
-            key += (cds_acked, self._route_refs, st.acked_version)
-        elif type_url == typeurls.ROUTE:
-            key += (cds_acked, self._eds_gen)
-        if st.view is None or st.view_key != key:
-            st.view = self._computed(type_url, st, cds)
-            st.view_key = key
-        return st.view
-
     def _computed(self, type_url: str, st: _SotwType, cds: _SotwType | None) -> ordering.Sendable:
         shared = self._shared_key(type_url, st, cds)
 
