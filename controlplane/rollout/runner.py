@@ -111,6 +111,7 @@ class Runner:
         # restart never restores a run from before a rollback it already carried out.
         self.unsaved = False
         self.unrecorded: list[dict[str, Any]] = []
+        self.finished = False  # run() has returned: nobody serves commands
         now = deps.wall()
         if restored is not None:
             self.state = RolloutState.from_json(restored["state"])
@@ -181,6 +182,13 @@ class Runner:
                 self.catch_up()
         finally:
             self.catch_up()
+            # Commands that came while the run was ending are answered, never left
+            # waiting (nothing reads the queue any more).
+            self.finished = True
+            while not self.commands.empty():
+                cmd = self.commands.get_nowait()
+                if not cmd.done.done():
+                    cmd.done.set_result((False, f"the run is over ({self.state.phase.value})"))
             if self._provider is not None:
                 await self._provider.close()
 
@@ -211,6 +219,8 @@ class Runner:
             asyncio.get_running_loop().create_task(provider.close())
 
     async def command(self, name: str, who: str) -> tuple[bool, str]:
+        if self.finished:
+            return False, f"the run is over ({self.state.phase.value})"
         cmd = Command(name, who)
         await self.commands.put(cmd)
         return await cmd.done

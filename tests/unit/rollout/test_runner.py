@@ -270,3 +270,22 @@ async def test_what_cannot_be_recorded_is_not_done_except_a_safety_rollback() ->
     assert weights(store) == {"v1": 100, "v2": 0}
     stop.set()
     await task
+
+
+async def test_a_command_that_comes_as_the_run_ends_is_answered() -> None:
+    """Nothing reads the queue once a run has ended: a command queued just then
+    (the manager saw the run alive) is answered, never left waiting forever."""
+    from controlplane.rollout.runner import Command
+
+    mgr, store, _ = manager()
+    load(store, mgr, experiment(steps=[10, 20, 30]))
+    runner = mgr.runners["canary"]
+    queued = Command("pause", "test")
+    runner.commands.put_nowait(queued)
+    stop = asyncio.Event()
+    stop.set()  # the run ends before it serves anything
+    await runner.run(stop)
+    assert await asyncio.wait_for(queued.done, 1) == (False, "the run is over (Progressing)")
+    late = await asyncio.wait_for(runner.command("resume", "test"), 1)
+    assert late[0] is False and "the run is over" in late[1]
+    await mgr.run(stop)  # and the manager's own task for it ends too
