@@ -45,7 +45,9 @@ async def _run(strategy: str, script: list[tuple[float, str | None]], gated: boo
             await until(lambda b=before: source.reads > b or mgr.view("canary")["phase"] in (  # type: ignore[index]
                 "Succeeded", "RolledBack", "Failed"), 10)
             if command is not None:
-                await mgr.command("canary", command, "prop")
+                # Bounded: a command that is never answered is a defect to report, not
+                # a test to hang on.
+                await asyncio.wait_for(mgr.command("canary", command, "prop"), 10)
             if mgr.view("canary")["phase"] in ("Succeeded", "RolledBack"):  # type: ignore[index]
                 break
         view = mgr.view("canary")
