@@ -417,6 +417,8 @@ def _admin_url(node: Any) -> str | None:
 
 
 def encode(response: Response | DeltaResponse) -> bytes:
+    """The whole response in one encoding: the reference that ``xds.sharing``'s shared
+    bodies (built once, nonce appended per stream) are checked against."""
     if isinstance(response, Response):
         return wire_pb2.DiscoveryResponseView(
             version_info=response.version_info,
