@@ -10,7 +10,8 @@ are the standalone assembly (nothing served before), which is what
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ from controlplane.model import DesiredState
 
 if TYPE_CHECKING:
     from controlplane.config.assemble import Assembly
+    from controlplane.config.filecache import FileCache
 
 # libyaml's parser keeps the same marks (line and column) and is ~13x faster at
 # composing; a reload of a large config directory is on the convergence path.
@@ -87,23 +89,46 @@ class LoadResult:
         return () if self.errors else tuple(self.standalone.objects.values())
 
 
+@dataclass(frozen=True)
+class FileLoad:
+    """What one file (or named text) adds to a load: a pure function of its name, its bytes
+    and the registered kinds.
+
+    ``read`` is False for a file that could not be opened: it is tried (a source)
+    but not read (not in ``LoadResult.files``).
+    """
+
+    name: str
+    read: bool
+    documents: tuple[DocumentResult, ...] = ()
+    file_errors: tuple[ConfigError, ...] = ()
+    warnings: tuple[ConfigError, ...] = ()
+
+
 def load_text(text: str, filename: str = "<string>") -> LoadResult:
-    load = _Load()
-    load.add_text(text, filename)
-    return load.finish()
+    return combine([text_load(text, filename)])
 
 
 def load_documents(texts: Sequence[tuple[str, str]]) -> LoadResult:
     """Named texts, each its own "file" (custom resources: ``k8s:NAMESPACE/KIND/NAME``)."""
-    load = _Load()
-    for name, text in texts:
-        load.add_text(text, name)
-    return load.finish()
+    return combine([text_load(text, name) for name, text in texts])
 
 
-def load_paths(paths: Sequence[str | Path]) -> LoadResult:
-    """Files, or directories (every ``*.yaml`` / ``*.yml`` in it, sorted, not recursive)."""
-    load = _Load()
+def load_paths(paths: Sequence[str | Path], cache: FileCache | None = None) -> LoadResult:
+    """Files, or directories (every ``*.yaml`` / ``*.yml`` in it, sorted, not recursive).
+
+    With a ``cache``, files whose stat (or bytes) did not change since its last
+    load are not parsed again; the result is the same as without one.
+    """
+    files = config_files(paths)
+    if cache is not None:
+        return combine(cache.load_files(files))
+    return combine([read_file(file) for file in files])
+
+
+def config_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The files ``load_paths`` reads, in order, each once."""
+    found: list[Path] = []
     seen: set[Path] = set()
     for path in map(Path, paths):
         if path.is_dir():
@@ -114,8 +139,75 @@ def load_paths(paths: Sequence[str | Path]) -> LoadResult:
             key = file.resolve()
             if key not in seen:
                 seen.add(key)
-                load.add_file(file)
+                found.append(file)
+    return found
+
+
+def read_raw(path: Path) -> tuple[os.stat_result, bytes]:
+    """The opened file's stat, taken before reading, and its first ``MAX_FILE_BYTES + 1`` bytes.
+
+    A change after the stat changes the file's stat (or shows in its bytes, for
+    a change within the file system's timestamp granularity).
+    """
+    with path.open("rb") as fh:
+        st = os.fstat(fh.fileno())
+        return st, fh.read(MAX_FILE_BYTES + 1)
+
+
+def unreadable(name: str, error: OSError) -> FileLoad:
+    problem = ConfigError(name, FILE_START.line, FILE_START.column, "",
+                          f"cannot read: {error.strerror or error}")
+    return FileLoad(name, read=False, file_errors=(problem,))
+
+
+def read_file(path: Path) -> FileLoad:
+    """One file's load, read now (no cache)."""
+    try:
+        _, raw = read_raw(path)
+    except OSError as e:
+        return unreadable(str(path), e)
+    return bytes_load(raw, str(path))
+
+
+def bytes_load(raw: bytes, name: str) -> FileLoad:
+    """One file's load from its bytes (at most ``MAX_FILE_BYTES + 1`` of them are needed)."""
+    load = _Load(name)
+    if len(raw) > MAX_FILE_BYTES:
+        load.file_errors.add(name, FILE_START, "",
+                             f"file too large: more than {MAX_FILE_BYTES:,} bytes "
+                             "(split it into several files)")
+        return load.finish()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        load.file_errors.add(name, FILE_START, "", f"not UTF-8 text (byte {e.start})")
+        return load.finish()
+    load.add_text(text)
     return load.finish()
+
+
+def text_load(text: str, name: str) -> FileLoad:
+    load = _Load(name)
+    load.add_text(text)
+    return load.finish()
+
+
+def combine(loads: Iterable[FileLoad]) -> LoadResult:
+    """The files' loads, in order, as one result."""
+    documents: list[DocumentResult] = []
+    file_errors: list[ConfigError] = []
+    warnings: list[ConfigError] = []
+    sources: list[str] = []  # every file tried, for ordering the errors
+    files: list[str] = []
+    for one in loads:
+        sources.append(one.name)
+        if one.read:
+            files.append(one.name)
+        documents.extend(one.documents)
+        file_errors.extend(one.file_errors)
+        warnings.extend(one.warnings)
+    return LoadResult(tuple(documents), tuple(file_errors), tuple(warnings), tuple(files),
+                      tuple(dict.fromkeys(sources)))
 
 
 def _shown(node: yaml.Node) -> str:
@@ -129,39 +221,16 @@ def _scalar(node: yaml.MappingNode, key: str) -> yaml.Node | None:
 
 
 class _Load:
-    def __init__(self) -> None:
+    """Collects the documents, errors and warnings of one file."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.file_errors = Errors()
         self.warnings = Errors()
-        self.sources: list[str] = []  # every file tried, for ordering the errors
-        self.files: list[str] = []
         self.documents: list[DocumentResult] = []
 
-    def add_file(self, path: Path) -> None:
-        name = str(path)
-        self.sources.append(name)
-        try:
-            with path.open("rb") as fh:
-                raw = fh.read(MAX_FILE_BYTES + 1)
-        except OSError as e:
-            self.file_errors.add(name, FILE_START, "", f"cannot read: {e.strerror or e}")
-            return
-        self.files.append(name)
-        if len(raw) > MAX_FILE_BYTES:
-            self.file_errors.add(name, FILE_START, "",
-                                 f"file too large: more than {MAX_FILE_BYTES:,} bytes "
-                                 "(split it into several files)")
-            return
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as e:
-            self.file_errors.add(name, FILE_START, "", f"not UTF-8 text (byte {e.start})")
-            return
-        self._documents(text, name)
-
-    def add_text(self, text: str, name: str) -> None:
-        self.sources.append(name)
-        self.files.append(name)
-        self._documents(text, name)
+    def add_text(self, text: str) -> None:
+        self._documents(text, self.name)
 
     def _documents(self, text: str, file: str) -> None:
         try:
@@ -254,11 +323,6 @@ class _Load:
             value, doc,
         ))
 
-    def finish(self) -> LoadResult:
-        return LoadResult(
-            tuple(self.documents),
-            tuple(self.file_errors.items),
-            tuple(self.warnings.items),
-            tuple(self.files),
-            tuple(dict.fromkeys(self.sources)),
-        )
+    def finish(self) -> FileLoad:
+        return FileLoad(self.name, True, tuple(self.documents), tuple(self.file_errors.items),
+                        tuple(self.warnings.items))

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from controlplane.config import ConfigError, LoadResult, load_paths
+from controlplane.config.filecache import FileCache
 from controlplane.sources import OnResult
 
 __all__ = ["CONFIG_SUFFIXES", "FileSource", "Fingerprint", "fingerprint"]
@@ -89,7 +90,11 @@ Loader = Callable[[Sequence[str]], LoadResult]
 
 
 class FileSource:
-    """Watches ``paths`` and delivers ``load_paths(paths)`` on start and on each change."""
+    """Watches ``paths`` and delivers ``load_paths(paths)`` on start and on each change.
+
+    The default loader keeps each file's load (``FileCache``): a reload parses
+    only the files that changed.
+    """
 
     def __init__(
         self,
@@ -110,11 +115,15 @@ class FileSource:
         self.interval = interval
         self.debounce = debounce
         self.max_settle = max_settle
-        self._loader: Loader = loader if loader is not None else load_paths
+        self.cache = FileCache()
+        self._loader: Loader = loader if loader is not None else self._load
         self.loads = 0  # how many results were delivered
         # Monotonic time the change behind the latest result was first seen: the
         # consumer's debounce counts quiet time from here, so loading overlaps it.
         self.changed_at: float | None = None
+
+    def _load(self, paths: Sequence[str]) -> LoadResult:
+        return load_paths(paths, cache=self.cache)
 
     async def run(self, on_result: OnResult, stop: asyncio.Event) -> None:
         """Load now, then poll until ``stop`` is set, reloading after each change."""
