@@ -89,6 +89,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (``sluice serve --workers``' worker processes)."""
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pids += [int(c) for c in (task / "children").read_text().split()]
+    return pids
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(p)
+    return total
+
+
+def tree_rss_kib(pid: int, field: str = "VmRSS:") -> int:
+    total = 0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += rss_kib(p, field)
+    return total
+
+
 def rss_kib(pid: int, field: str = "VmRSS:") -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field):
@@ -256,7 +281,8 @@ _LIBYAML_SERVE = (
 
 
 class ControlPlane:
-    def __init__(self, config_dir: Path, workdir: Path, libyaml: bool = False) -> None:
+    def __init__(self, config_dir: Path, workdir: Path, libyaml: bool = False,
+                 workers: int | None = None) -> None:
         self.xds_port, self.admin_port = free_ports(2)
         self.log_path = workdir / "sluice.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115
@@ -273,6 +299,7 @@ class ControlPlane:
                 f"127.0.0.1:{self.admin_port}",
                 "--log-level",
                 "info",
+                *(["--workers", str(workers)] if workers else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -302,10 +329,10 @@ class ControlPlane:
         return list(json.loads(http_get(self.admin + "/api/v1/proxies", timeout=60)[1])["proxies"])
 
     def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid)
+        return tree_cpu_seconds(self.proc.pid)
 
     def rss(self) -> int:
-        return rss_kib(self.proc.pid)
+        return tree_rss_kib(self.proc.pid)
 
     def installs_since(self, t0: float) -> list[float]:
         """Wall times of "snapshot ... installed" log lines at or after ``t0``."""
@@ -579,7 +606,7 @@ def run_one(
     envoys: list[Envoy] = []
     clients: Clients | None = None
     try:
-        cp = ControlPlane(config_dir, workdir, libyaml=args.cp_libyaml)
+        cp = ControlPlane(config_dir, workdir, libyaml=args.cp_libyaml, workers=args.workers)
         cp.wait_ready()
         if not args.no_envoy:
             envoys = [
@@ -603,7 +630,7 @@ def run_one(
         result.connect_cpu_s = cp.cpu() - cpu0
         result.connect_pushes = metric_sum(cp.metrics(), "sluice_xds_pushes_total") - pushes0
         result.rssn_kib = cp.rss()
-        result.rss_peak_kib = rss_kib(cp.proc.pid, "VmHWM:")
+        result.rss_peak_kib = tree_rss_kib(cp.proc.pid, "VmHWM:")
         t_open = ev.get("t_first_open", ev["t_start"])
         result.open_spread_s = ev.get("t_last_open", t_open) - t_open
         # The clients saw a response of every type; the control plane confirms
@@ -903,6 +930,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", default="100,1000", help="comma-separated client counts")
     parser.add_argument("--changes", type=int, default=5, help="changes per kind")
     parser.add_argument("--per-channel", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="sluice serve --workers (processes serving xDS; default 1)")
     parser.add_argument("--delta", action="store_true", help="simulated clients use Delta ADS")
     parser.add_argument(
         "--variants", default="sotw", help="sotw, delta or sotw,delta (each N once per variant)"

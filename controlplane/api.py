@@ -26,7 +26,9 @@ from controlplane.model import (
     route_config_name,
 )
 from controlplane.openapi import openapi_document
+from controlplane.proxy_rows import proxy_rows, sort_rows
 from controlplane.store import Store
+from controlplane.worker_pool import WorkerPool
 from xds.server import XdsServer
 
 
@@ -35,15 +37,13 @@ def _num(x: float) -> float | int:
     return int(x) if float(x).is_integer() else x
 
 
-def _short(type_url: str) -> str:
-    return type_url.rsplit("/", 1)[-1]
-
-
 class AdminApi:
     def __init__(self, store: Store, xds: XdsServer, metrics: Metrics,
                  experiments: ExperimentsApi | None = None, auth: Auth | None = None,
-                 tls: tuple[str, str] | None = None) -> None:
+                 tls: tuple[str, str] | None = None,
+                 workers: WorkerPool | None = None) -> None:
         self.store = store
+        self.workers = workers  # the other xDS processes (sluice serve --workers)
         self.xds = xds
         self.metrics = metrics
         self.experiments = experiments
@@ -169,35 +169,14 @@ class AdminApi:
             service = self.store.state.service(name)
         except KeyError:
             return web.json_response({"error": f"no service named {name!r}"}, status=404)
-        body = await consistency(service, self.xds.cache.snapshot, self.xds.proxies.values())
+        remote = await self.workers.query("consistency", service) if self.workers else []
+        body = await consistency(service, self.xds.cache.snapshot, self.xds.proxies.values(),
+                                 remote)
         return web.json_response(body)
 
     async def proxies(self, _: web.Request) -> web.Response:
-        proxies = []
-        for info in sorted(self.xds.proxies.values(), key=lambda p: (p.node_id, p.stream_id)):
-            types = []
-            for s in info.status():
-                types.append(
-                    {
-                        "typeUrl": s.type_url,
-                        "type": _short(s.type_url),
-                        "versionSent": s.version_sent,
-                        "versionAcked": s.version_acked,
-                        "status": s.state.value,
-                        "lastNack": s.last_nack.message if s.last_nack else None,
-                        "lastNackVersion": s.last_nack.version if s.last_nack else None,
-                    }
-                )
-            proxies.append(
-                {
-                    "id": info.node_id,
-                    "cluster": info.node_cluster,
-                    "userAgent": info.user_agent,
-                    "variant": info.variant,
-                    "stream": info.stream_id,
-                    "connectedAt": info.connected_at,
-                    "synced": all(t["status"] == "SYNCED" for t in types),
-                    "types": types,
-                }
-            )
+        proxies = proxy_rows(self.xds.proxies.values())
+        if self.workers is not None:
+            proxies += await self.workers.query("proxies")
+        proxies = sort_rows(proxies)
         return web.json_response({"proxies": proxies})

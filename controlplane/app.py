@@ -27,6 +27,7 @@ from controlplane.metrics import Metrics
 from controlplane.metrics_experiments import ExperimentCollector
 from controlplane.notify import Notifier
 from controlplane.notify import event as notify_event
+from controlplane.proxy_rows import new_nacks
 from controlplane.rollout.journal import Journal
 from controlplane.rollout.manager import RolloutManager
 from controlplane.rollout.sources import provider_for
@@ -35,9 +36,13 @@ from controlplane.routing.controller import RoutingCollector, RoutingController
 from controlplane.sources.file import FileSource
 from controlplane.state import StateError, StateStore
 from controlplane.store import Store
+from controlplane.worker_messages import WorkerConfig
+from controlplane.worker_pool import WorkerPool
 from xds.build import build_snapshot
 from xds.cache import ResourceEncoder, SnapshotCache
 from xds.limits import StreamLimits
+from xds.lrs import ClusterLoad
+from xds.protocol import Nack
 from xds.server import XdsServer
 from xds.tls import TlsFiles
 
@@ -82,6 +87,7 @@ class ServeOptions:
     tls: TlsFiles | None = None  # mTLS on the xDS port
     limits: StreamLimits = field(default_factory=StreamLimits)
     kubernetes: KubeOptions | None = None  # sluice serve --kubernetes
+    workers: int = 1  # processes serving xDS on one port (sluice serve --workers)
 
 
 class App:
@@ -96,15 +102,22 @@ class App:
         self.encoder = ResourceEncoder()
         # Endpoint weights and batch caps from the proxies' load reports (LRS, served
         # on the xDS port); the proxy count sizes each proxy's share of the batch cap.
-        self.routing = RoutingController(
-            self.store, lambda: len({p.node_id for p in self.xds.proxies.values()}))
+        self.routing = RoutingController(self.store, lambda: len(self.proxy_nodes()))
+        if options.workers < 1:
+            raise ValueError(f"workers: expected at least 1, got {options.workers}")
         self.xds = XdsServer(self.cache, observer=self.metrics,
                              extra_handlers=(self.routing.lrs.handler(),),
-                             tls=options.tls, limits=options.limits)
+                             tls=options.tls, limits=options.limits,
+                             stream_ids=(0, options.workers), reuse_port=options.workers > 1)
+        self.pool = WorkerPool(options.workers, self.cache, _PoolSink(self), self._worker_config) \
+            if options.workers > 1 else None
         self.metrics.registry.register(RoutingCollector(self.routing))
-        self.metrics.bind(lambda: self.xds.active_streams, lambda: self.encoder.serializations)
+        self.metrics.bind(
+            lambda: self.xds.active_streams + (self.pool.active_streams() if self.pool else 0),
+            lambda: self.encoder.serializations)
         self.state: StateStore | None = None
         self.xds_port = 0
+        self._xds_bound = ""  # HOST:PORT once bound (the port the workers join)
         self.admin_port = 0
         self._change_seen_at: float | None = None
         self._debounce = Debounce(options.debounce_quiet_s, options.debounce_ceiling_s)
@@ -112,7 +125,7 @@ class App:
         self._notified_errors: list[str] = []
         self._nacks_seen: set[tuple[str, str]] = set()
         self.proxy_view = XdsProxyView(self.cache, lambda: self.xds.proxies.values(),
-                                       lambda: self.installed_revision)
+                                       lambda: self.installed_revision, remote=self.pool)
         self.notifier = Notifier(options.notify)
         self.rollouts = RolloutManager(self.store, self.proxy_view, Journal(),
                                        lambda e: provider_for(e, self.proxy_view),
@@ -125,7 +138,7 @@ class App:
                          read=read_tokens(options.api_read_token_file, "--api-read-token-file"))
         self.api = AdminApi(self.store, self.xds, self.metrics,
                             ExperimentsApi(self.rollouts, self.auth), auth=self.auth,
-                            tls=options.admin_tls)
+                            tls=options.admin_tls, workers=self.pool)
         self.kube: KubeMode | None = None
         if options.kubernetes is not None:
             from controlplane.kube.mode import KubeMode
@@ -149,6 +162,7 @@ class App:
                         "proxy's configuration; use --tls-cert/--tls-key/--tls-client-ca",
                         xds_host)
         self.xds_port = await self.xds.start(f"{xds_host}:{xds_port}")
+        self._xds_bound = (f"[{xds_host}]" if ":" in xds_host else xds_host) + f":{self.xds_port}"
         try:
             self.admin_port = await self.api.start(admin_host, admin_port)
             log.info(
@@ -169,6 +183,8 @@ class App:
                 else:
                     tasks.create_task(self.rollouts.run(stop))
                 tasks.create_task(self.routing.run(stop))
+                if self.pool is not None:
+                    tasks.create_task(self.pool.run(stop))
                 if self.state is not None:
                     tasks.create_task(self._trim_loop(self.state, stop))
         finally:
@@ -237,18 +253,25 @@ class App:
 
     def _on_nack(self, type_url: str, variant: str) -> None:
         """A proxy rejected configuration: tell people once per proxy and version."""
-        for info in self.xds.proxies.values():
-            for status in info.status():
-                nack = status.last_nack
-                if nack is None or status.type_url != type_url:
-                    continue
-                key = (info.node_id, nack.version)
-                if key in self._nacks_seen:
-                    continue
-                self._nacks_seen.add(key)
-                self.notifier.emit(notify_event(
-                    "nack", proxy=info.node_id, type=type_url.rsplit(".", 1)[-1],
-                    version=nack.version, message=nack.message[:500]))
+        for node, type_url_, nack in new_nacks(self.xds.proxies.values(), type_url,
+                                               self._nacks_seen):
+            self.notify_nack(node, type_url_, nack)
+
+    def notify_nack(self, node: str, type_url: str, nack: Nack) -> None:
+        self.notifier.emit(notify_event(
+            "nack", proxy=node, type=type_url.rsplit(".", 1)[-1],
+            version=nack.version, message=nack.message[:500]))
+
+    def proxy_nodes(self) -> set[str]:
+        """Node ids of every connected proxy, on every xDS process."""
+        nodes = {p.node_id for p in self.xds.proxies.values()}
+        if self.pool is not None:
+            nodes.update(s.node_id for s in self.pool.streams())
+        return nodes
+
+    def _worker_config(self, index: int, count: int) -> WorkerConfig:
+        return WorkerConfig(index, count, self._xds_bound, self.options.tls,
+                            self.options.limits, self.routing.lrs.interval_s)
 
     async def _build_loop(self, stop: asyncio.Event) -> None:
         debounce = self._debounce
@@ -280,6 +303,28 @@ class App:
         if self.cache.set(snapshot, changed_at=changed_at):
             self.metrics.snapshot_builds.inc()
             log.info("snapshot %s installed (revision %d)", snapshot.version, self.store.revision)
+
+
+class _PoolSink:
+    """Where the xDS workers' reports go: this process's metrics, routing, notices."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def count(self, event: str, type_url: str, variant: str, n: int) -> None:
+        self.app.metrics.count(event, type_url, variant, n)
+
+    def stream_error(self, reason: str, n: int) -> None:
+        self.app.metrics.stream_errors.labels(reason).inc(n)
+
+    def converged(self, seconds: float) -> None:
+        self.app.metrics.converged(seconds)
+
+    def nack(self, node_id: str, type_url: str, nack: Nack) -> None:
+        self.app.notify_nack(node_id, type_url, nack)
+
+    def load(self, node_id: str, clusters: list[ClusterLoad]) -> None:
+        self.app.routing.on_report(node_id, clusters)
 
 
 async def run_server(

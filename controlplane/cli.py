@@ -60,6 +60,9 @@ def serve(argv: list[str]) -> int:
                         "(default: all)")
     parser.add_argument("--xds-address", default="127.0.0.1:18000", metavar="HOST:PORT")
     parser.add_argument("--admin-address", default="127.0.0.1:19000", metavar="HOST:PORT")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                        help="processes that serve xDS on the one port (default: the core "
+                        "count); this one also runs everything else")
     parser.add_argument("--state", metavar="PATH", help="durable state (SQLite) file")
     parser.add_argument("--api-token-file", metavar="FILE",
                         help="bearer token(s) that admin API mutations need (none: disabled); "
@@ -132,6 +135,8 @@ def serve(argv: list[str]) -> int:
         parser.error("limits must be positive")
     limits = StreamLimits(args.max_streams_per_peer, args.max_message_bytes,
                           args.max_requests_per_second, args.max_requests_per_second * 10)
+    if not 1 <= args.workers <= 64:
+        parser.error(f"--workers: expected 1 to 64, got {args.workers}")
     if not args.config and not args.kubernetes:
         parser.error("--config is required (or --kubernetes)")
     if (args.kubeconfig or args.namespace or args.watch_namespace
@@ -148,6 +153,7 @@ def serve(argv: list[str]) -> int:
         kubernetes=kube,
         poll_interval_s=args.poll_interval, api_token_file=args.api_token_file,
         notify=notify, tls=tls, limits=limits, api_read_token_file=args.api_read_token_file,
+        workers=args.workers,
         admin_tls=(args.admin_tls_cert, args.admin_tls_key) if args.admin_tls_cert else None,
     )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import aiohttp
@@ -113,8 +113,11 @@ async def pod_views(service: ModelService) -> list[dict[str, Any]]:
 
 
 async def consistency(service: ModelService, snapshot: Snapshot,
-                      proxies: Iterable[ProxyInfo]) -> dict[str, Any]:
-    proxies_out = proxy_views(service, snapshot, proxies)
+                      proxies: Iterable[ProxyInfo],
+                      remote_rows: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """``remote_rows``: ``proxy_views`` of streams other processes serve."""
+    proxies_out = sorted([*proxy_views(service, snapshot, proxies), *remote_rows],
+                         key=lambda p: (p["id"], p["stream"]))
     pods_out = await pod_views(service)
     mismatches = ([f"proxy {p['id']}: {p['mismatch']}" for p in proxies_out if p["mismatch"]]
                   + [f"pod {p['pod']}: {p['mismatch']}" for p in pods_out if p["mismatch"]])

@@ -105,6 +105,11 @@ class Metrics:
         if self.on_nack is not None:
             self.on_nack(type_url, variant)
 
+    def count(self, event: str, type_url: str, variant: str, n: int) -> None:
+        """``n`` pushes, ACKs or NACKs at once (as an xDS worker process reports them)."""
+        counter = {"pushed": self.pushes, "acked": self.acks, "nacked": self.nacks}[event]
+        counter.labels(_short(type_url), variant).inc(n)
+
     def converged(self, seconds: float) -> None:
         self.convergence.observe(seconds)
 

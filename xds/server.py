@@ -150,6 +150,8 @@ class XdsServer:
         extra_handlers: tuple[grpc.GenericRpcHandler, ...] = (),
         tls: TlsFiles | None = None,
         limits: StreamLimits | None = None,
+        stream_ids: tuple[int, int] = (0, 1),
+        reuse_port: bool = False,
     ) -> None:
         self.cache = cache
         self.observer: XdsObserver = observer or NullObserver()
@@ -162,7 +164,10 @@ class XdsServer:
         self.limits = limits or StreamLimits()
         self._per_peer: dict[str, int] = {}
         self._server: grpc.aio.Server | None = None
-        self._next_id = 0
+        # Stream ids are offset + k × step, so processes serving one port never share one.
+        self._next_id, self._id_step = stream_ids
+        # Several processes accept on one port (``sluice serve --workers``), or only this one.
+        self.reuse_port = reuse_port
         self.proxies: dict[int, ProxyInfo] = {}
         self.active_streams = 0
         # Views, response bytes and names shared by streams in the same state.
@@ -178,6 +183,7 @@ class XdsServer:
                 ("grpc.max_send_message_length", 256 * 1024 * 1024),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.so_reuseport", 1 if self.reuse_port else 0),
                 *self.admission.channel_args(),
             ]
         )
@@ -253,7 +259,7 @@ class XdsServer:
             except BaseException as exc:  # the client vanished mid-stream
                 queue.put_nowait(exc)
 
-        self._next_id += 1
+        self._next_id += self._id_step
         stream_id = self._next_id
         self.active_streams += 1
         unsubscribe = self.cache.subscribe(on_snapshot)

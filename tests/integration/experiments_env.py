@@ -23,7 +23,7 @@ from controlplane.podsim import PodSpec, start_pods
 from controlplane.podsim.server import Pods
 from tests.integration.conftest import EnvoyFactory
 from tests.integration.harness import LOCALHOST, EnvoyProcess, async_wait_for, free_port
-from tests.integration.xds_env import ConfigDir, start_envoy
+from tests.integration.xds_env import ConfigDir, start_envoy, wait_workers
 
 TOKEN = "integration-token-0123456789"
 
@@ -140,13 +140,13 @@ class Load:
 class Sluice:
     """Sluice in this event loop, on a config dir, with a state file and an API token."""
 
-    def __init__(self, config: ConfigDir, workdir: Path) -> None:
+    def __init__(self, config: ConfigDir, workdir: Path, workers: int = 1) -> None:
         token = workdir / "token"
         token.write_text(TOKEN)
         self.options = ServeOptions(
             config_paths=(str(config.path),), xds_address=f"{LOCALHOST}:0",
             admin_address=f"{LOCALHOST}:0", state_path=str(workdir / "state.db"),
-            poll_interval_s=0.1, api_token_file=str(token))
+            poll_interval_s=0.1, api_token_file=str(token), workers=workers)
         self.app = App(self.options)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -163,6 +163,7 @@ class Sluice:
         if self._task.done():
             self._task.result()
         await async_wait_for(lambda: self.app.store.ready, 10, what="config loaded")
+        await wait_workers(self.app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -218,13 +219,13 @@ class World:
 
 @contextlib.asynccontextmanager
 async def world(tmp_path: Path, envoy_factory: EnvoyFactory, pods: Sequence[PodSpec],
-                envoys: int = 1) -> AsyncIterator[World]:
+                envoys: int = 1, workers: int = 1) -> AsyncIterator[World]:
     """Pods, a config dir holding chat, Sluice, and Envoys with chat's listener up."""
     listener = free_port()
     async with start_pods(pods) as running:
         config = ConfigDir(tmp_path / "config")
         config.write(service_doc(running, listener), name="chat.yaml")
-        async with Sluice(config, tmp_path) as sluice:
+        async with Sluice(config, tmp_path, workers) as sluice:
             proxies = [await start_envoy(envoy_factory, f"gw-{i}", sluice.app.xds_port,
                                          delta=i % 2 == 1) for i in range(envoys)]
             for envoy in proxies:

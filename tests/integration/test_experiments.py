@@ -155,7 +155,9 @@ async def test_a_rolling_update_replaces_pods_one_at_a_time_without_dropping_a_r
 
 async def test_a_strict_synchronized_switch_never_mixes_versions(
         tmp_path: Path, envoy_factory: EnvoyFactory) -> None:
-    async with world(tmp_path, envoy_factory, [pod("v1"), pod("v2")], envoys=2) as w:
+    # Two xDS processes: the switch waits for every proxy's ACK on either of them.
+    async with world(tmp_path, envoy_factory, [pod("v1"), pod("v2")], envoys=2,
+                     workers=2) as w:
         load = Load([w.url], rate=100).start()
         await asyncio.sleep(1.0)
         w.config.write(experiment_doc(strategy="synchronized", steps=None,

@@ -65,23 +65,28 @@ async def admin_answers(cp: InProcessControlPlane, stop: asyncio.Event) -> list[
     return answers
 
 
-async def test_a_storm_of_streams_all_sync_while_the_admin_api_answers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
+async def test_a_storm_of_streams_all_sync_while_the_admin_api_answers(
+        tmp_path: Path, workers: int) -> None:
     config = ConfigDir(tmp_path / "config")
     config.write(*docs(90))
-    async with InProcessControlPlane(config) as cp:
+    # With two processes on the port, the kernel spreads connections (not streams)
+    # between them: 30 connections all landing on one process has odds of 2^-29.
+    per_channel = PER_CHANNEL if workers == 1 else 10
+    async with InProcessControlPlane(config, workers=workers) as cp:
         fleet = QuietFleet(STREAMS)
         channels = [
             grpc.aio.insecure_channel(
                 f"{LOCALHOST}:{cp.xds_port}", options=[("grpc.use_local_subchannel_pool", 1)]
             )
-            for _ in range(STREAMS // PER_CHANNEL)
+            for _ in range(STREAMS // per_channel)
         ]
         fleet.streams = [Stream(fleet, i, f"storm-{i:03d}", i % 2 == 1) for i in range(STREAMS)]
         stop_polling = asyncio.Event()
         poller = asyncio.create_task(admin_answers(cp, stop_polling))
         await asyncio.sleep(0)  # the poller's first requests are in flight
         tasks = [
-            asyncio.create_task(s.run(channels[s.index // PER_CHANNEL])) for s in fleet.streams
+            asyncio.create_task(s.run(channels[s.index // per_channel])) for s in fleet.streams
         ]
         try:
             await asyncio.wait_for(fleet.synced_event.wait(), GUARD_S)
@@ -97,8 +102,14 @@ async def test_a_storm_of_streams_all_sync_while_the_admin_api_answers(tmp_path:
                 )
 
             await async_wait_for(all_synced, GUARD_S, interval=0.5, what="every stream SYNCED")
-            variants = [p["variant"] for p in await cp.proxies()]
+            proxies = await cp.proxies()
+            variants = [p["variant"] for p in proxies]
             assert (variants.count("sotw"), variants.count("delta")) == (150, 150)
+            assert {p["worker"] for p in proxies} == set(range(workers))
+            assert len({p["stream"] for p in proxies}) == STREAMS
+            # One snapshot, one content-hash version per type, whichever process serves.
+            for type_index in range(4):
+                assert len({p["types"][type_index]["versionAcked"] for p in proxies}) == 1
 
             # A weight change reaches every stream (each ACKs a new RouteConfiguration).
             fleet.start_mark(1, ROUTE)

@@ -201,15 +201,29 @@ class AdminClient:
         return await async_wait_for(changed, timeout, what="a new snapshot")
 
 
+async def wait_workers(app: App, timeout: float = 30.0) -> None:
+    """With ``workers`` > 1: until every worker process listens and serves the current
+    snapshot (before that, every stream lands on the primary)."""
+    pool = app.pool
+    if pool is None:
+        return
+    await async_wait_for(
+        lambda: len(pool.workers) == pool.count - 1 and all(
+            w.listening and w.snapshot_version == app.cache.snapshot.version
+            for w in pool.workers.values()),
+        timeout, what="xDS workers serving")
+
+
 class InProcessControlPlane(AdminClient):
     """``App`` running in this event loop (``async with``); ports picked by the OS."""
 
-    def __init__(self, config: ConfigDir, xds_port: int = 0) -> None:
+    def __init__(self, config: ConfigDir, xds_port: int = 0, workers: int = 1) -> None:
         self.options = ServeOptions(
             config_paths=(str(config.path),),
             xds_address=f"{LOCALHOST}:{xds_port}",
             admin_address=f"{LOCALHOST}:0",
             poll_interval_s=0.2,
+            workers=workers,
         )
         self.app = App(self.options)
         self._stop = asyncio.Event()
@@ -237,15 +251,17 @@ class InProcessControlPlane(AdminClient):
             raise TimeoutError("control plane did not start within 10 s")
         self.admin_port = self.app.admin_port
         await async_wait_for(lambda: self.app.store.ready, 5, what="store ready")
+        await wait_workers(self.app)
         return self
 
     async def async_wait_for_streams(self, n: int, timeout: float = 5.0) -> None:
         """Wait until the server counts exactly ``n`` open ADS streams."""
-        await async_wait_for(
-            lambda: self.app.xds.active_streams == n,
-            timeout,
-            what=f"{n} active streams (have {self.app.xds.active_streams})",
-        )
+        def active() -> int:
+            pool = self.app.pool
+            return self.app.xds.active_streams + (pool.active_streams() if pool else 0)
+
+        await async_wait_for(lambda: active() == n, timeout,
+                             what=f"{n} active streams (have {active()})")
 
     async def __aexit__(self, *exc: object) -> None:
         self._stop.set()
