@@ -783,7 +783,8 @@ def report(results: list[RunResult], args: argparse.Namespace, machine: dict[str
         f"Sluice xDS convergence: {SERVICES * len(VERSIONS)} clusters, "
         f"{SERVICES * len(VERSIONS) * ENDPOINTS_PER_VERSION} endpoints, "
         f"{SERVICES} listeners/route configs; simulated clients over {mode} ADS "
-        f"({args.per_channel} streams per gRPC channel); {args.changes} changes per kind"
+        f"({args.per_channel} streams per gRPC channel); {args.changes} changes per kind; "
+        f"sluice serve --workers {args.workers or os.cpu_count()}"
     )
     out.append(
         "Machine: "
@@ -930,8 +931,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", default="100,1000", help="comma-separated client counts")
     parser.add_argument("--changes", type=int, default=5, help="changes per kind")
     parser.add_argument("--per-channel", type=int, default=50)
-    parser.add_argument("--workers", type=int, default=1,
-                        help="sluice serve --workers (processes serving xDS; default 1)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="sluice serve --workers (processes serving xDS; default: "
+                        "sluice's own, the core count)")
     parser.add_argument("--delta", action="store_true", help="simulated clients use Delta ADS")
     parser.add_argument(
         "--variants", default="sotw", help="sotw, delta or sotw,delta (each N once per variant)"
