@@ -707,6 +707,8 @@ def run_one(
                         "acks": [],
                         "missing": n,
                     }
+                # Worker processes report their counters every 0.1 s: let the last land.
+                time.sleep(0.3)
                 m1 = cp.metrics()
                 acks = converged["acks"]
                 kr.missing += converged["missing"]
