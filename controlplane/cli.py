@@ -34,6 +34,7 @@ commands:
 
 def serve(argv: list[str]) -> int:
     from controlplane.app import App, ServeOptions, split_address
+    from controlplane.cores import available_cores
 
     parser = argparse.ArgumentParser(prog="sluice serve")
     parser.add_argument(
@@ -60,9 +61,10 @@ def serve(argv: list[str]) -> int:
                         "(default: all)")
     parser.add_argument("--xds-address", default="127.0.0.1:18000", metavar="HOST:PORT")
     parser.add_argument("--admin-address", default="127.0.0.1:19000", metavar="HOST:PORT")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
-                        help="processes that serve xDS on the one port (default: the core "
-                        "count); this one also runs everything else")
+    parser.add_argument("--workers", type=int, default=available_cores(), metavar="N",
+                        help="processes that serve xDS on the one port (default: the cores "
+                        "this process may use, CPU quota included); this one also runs "
+                        "everything else")
     parser.add_argument("--state", metavar="PATH", help="durable state (SQLite) file")
     parser.add_argument("--api-token-file", metavar="FILE",
                         help="bearer token(s) that admin API mutations need (none: disabled); "
