@@ -563,7 +563,7 @@ def start_spy(cp: ControlPlane, path: str, n: int) -> subprocess.Popen[bytes]:
     """py-spy on the control plane (raw stacks; ``{n}`` in ``path`` → N)."""
     spy = subprocess.Popen(
         [str(BIN / "py-spy"), "record", "-p", str(cp.proc.pid), "-r", "200", "-f", "raw",
-         "-o", path.replace("{n}", str(n)), "--nonblocking"],
+         "-o", path.replace("{n}", str(n)), "--nonblocking", "--subprocesses"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip

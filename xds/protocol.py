@@ -10,6 +10,7 @@ Spec: https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from xds import ordering, typeurls
@@ -236,12 +237,7 @@ class SotwStream:
             # SotW EDS/RDS are not full-state: Envoy updates only the resources a
             # response carries and keeps the others, so send what changed. A
             # forced answer (new names, EDS after CDS) carries everything.
-            previous = st.sent
-            wire = tuple(
-                r
-                for n, r in content.items()
-                if (p := previous.get(n)) is None or p.version != r.version
-            )
+            wire = self._changed(st.sent, content)
         st.open = False
         st.force = False
         st.sent_nonce = nonce
@@ -263,6 +259,14 @@ class SotwStream:
                 r.name: sent_clusters[r.name].version for r in wire if r.name in sent_clusters
             }
         return Response(type_url, version, nonce, wire)
+
+    def _changed(self, previous: Mapping[str, Resource],
+                 content: Mapping[str, Resource]) -> tuple[Resource, ...]:
+        """The resources of ``content`` that ``previous`` lacks or holds at another version."""
+        return tuple(
+            r for n, r in content.items()
+            if (p := previous.get(n)) is None or p.version != r.version
+        )
 
     def _latest_eds_nonce(self) -> str | None:
         eds = self._types.get(typeurls.ENDPOINT)

@@ -23,14 +23,14 @@ and plain machines side by side).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import TypeVar
 
 from xds import ordering, typeurls
 from xds._wire import wire_pb2
 from xds.delta import DeltaResponse
 from xds.protocol import Request, Response, SotwStream, _SotwType
-from xds.snapshot import Snapshot
+from xds.snapshot import Resource, Snapshot
 
 T = TypeVar("T")
 _NONCE_TAG = b"\x2a"  # field 5, length-delimited, in both response messages
@@ -224,6 +224,20 @@ class SharedSotwStream(SotwStream):
         # the type was never NACKed.
         key = ("route_refs", routes.acked_version, routes.sent_version)
         self._route_refs, _ = self._shared.refs.get_or_make(key, make)
+
+    def _changed(self, previous: Mapping[str, Resource],
+                 content: Mapping[str, Resource]) -> tuple[Resource, ...]:
+        # Streams in one state hold the same content dicts (views are shared), so the
+        # difference between two of them is computed once. Keyed by identity; the
+        # entry keeps both dicts alive, so an id cannot be reused while it is there.
+        key = ("changed", id(previous), id(content))
+        found = self._shared.refs.entries.get(key)
+        if isinstance(found, tuple) and found[0] is previous and found[1] is content:
+            wire: tuple[Resource, ...] = found[2]
+            return wire
+        wire = super()._changed(previous, content)
+        self._shared.refs.put(key, (previous, content, wire))
+        return wire
 
     def _computed(self, type_url: str, st: _SotwType, cds: _SotwType | None) -> ordering.Sendable:
         shared = self._shared_key(type_url, st, cds)
