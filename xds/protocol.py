@@ -296,7 +296,7 @@ class SotwStream:
             return SyncState.NOT_SENT
         if st.nacked_version is not None and st.nacked_version == st.sent_version:
             return SyncState.NACKED
-        want = ordering.target_version(type_url, self.snapshot, st.names)
+        want = self._target_version(type_url, st.names)
         if st.acked_version == want and st.sent_version == want:
             return SyncState.SYNCED
         return SyncState.STALE
@@ -323,6 +323,9 @@ class SotwStream:
             self._state(t, st) == SyncState.SYNCED or self._nothing_to_send(t, st)
             for t, st in self._types.items()
         )
+
+    def _target_version(self, type_url: str, names: frozenset[str] | None) -> str:
+        return ordering.target_version(type_url, self.snapshot, names)
 
     def _nothing_to_send(self, type_url: str, st: _SotwType) -> bool:
         if st.sent_version is not None:

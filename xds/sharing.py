@@ -239,6 +239,17 @@ class SharedSotwStream(SotwStream):
         self._shared.refs.put(key, (previous, content, wire))
         return wire
 
+    def _target_version(self, type_url: str, names: frozenset[str] | None) -> str:
+        # Subscriptions are canonical shared sets (``_subscribe``), whose hash Python
+        # keeps, so the lookup is cheaper than the superset test it saves.
+        key = ("target", self.snapshot.version, type_url, names)
+        found = self._shared.refs.entries.get(key)
+        if isinstance(found, str):
+            return found
+        version = super()._target_version(type_url, names)
+        self._shared.refs.put(key, version)
+        return version
+
     def _computed(self, type_url: str, st: _SotwType, cds: _SotwType | None) -> ordering.Sendable:
         shared = self._shared_key(type_url, st, cds)
 
