@@ -47,7 +47,8 @@ class Frame:
 
 
 def _num(x: object, digits: int = 3) -> str:
-    if isinstance(x, bool) or not isinstance(x, int | float):
+    # NaN: a ratio of two zero rates (no errors on either side yet) is not a number.
+    if isinstance(x, bool) or not isinstance(x, int | float) or x != x:
         return "-"
     if abs(x) >= 1e4:
         return f"{x:.2e}"

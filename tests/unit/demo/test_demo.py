@@ -102,3 +102,12 @@ def test_plain_lines_come_once_per_look_and_decision() -> None:
     assert len(lines) == 2
     assert lines[0].startswith("[   1.0s] decision: Pending -> Progressing (step 1): started")
     assert "v2 100% 100 req 7 err" in lines[1] and "errors PASS" in lines[1]
+
+
+def test_a_ratio_of_two_zero_rates_prints_as_no_number() -> None:
+    lines: list[str] = []
+    f = frame("Progressing")
+    f.experiment["judgment"]["metrics"][0].update(  # type: ignore[index]
+        estimate=float("nan"), interval=[0.0, float("inf")])
+    PlainLog(lines.append)(f)
+    assert "nan" not in lines[1] and "ratio - [0, inf]" in lines[1]
