@@ -46,6 +46,8 @@ PROXIES = {"type": "object", "required": ["proxies"],
            "properties": {"proxies": {"type": "array", "items": {
                "type": "object", "required": ["id", "variant", "synced", "types"],
                "properties": {"id": STR, "variant": {"enum": ["sotw", "delta"]},
+                              "stream": {"type": "integer"},
+                              "worker": {"type": "integer", "minimum": 0},
                               "synced": {"type": "boolean"},
                               "types": {"type": "array", "items": OBJ}}}}}}
 EXPERIMENT = {"type": "object", "required": ["name", "strategy", "phase", "step", "steps",
