@@ -24,6 +24,7 @@ from controlplane.kube.discovery import Discovery
 from controlplane.kube.journal import KubeStateStore
 from controlplane.kube.leader import LeaderElector, LeaseSettings
 from controlplane.kube.options import SOURCE, KubeOptions, default_identity
+from controlplane.kube.replicas import ReplicaCounts
 from controlplane.kube.resources import ResourceSource, parse_file_name
 from controlplane.kube.status import StatusWriter
 from controlplane.kube.traffic import TrafficShare
@@ -72,6 +73,11 @@ class KubeMode:
         routers: Mapping[str, Router] = self.external
         app.rollouts.deps.journal = Journal(self.journal_store)
         app.routing.active = False  # until this replica leads: the leader's weights apply
+        # The batch cap per proxy divides by every replica's proxies, not the leader's.
+        self.replicas = ReplicaCounts(self.kube, self.namespace, self.elector.settings.identity,
+                                      lambda: len(app.proxy_nodes()),
+                                      interval_s=options.replica_count_interval_s)
+        app.routing.proxies = self.replicas.total
         app.rollouts.deps.routers = routers_for(store, app.proxy_view, routers)
 
     @property
@@ -119,6 +125,7 @@ class KubeMode:
         except Exception as exc:  # the runs start afresh rather than not at all
             log.error("cannot read the journal from ConfigMaps in %s: %s", self.namespace, exc)
         self.traffic.leading = True
+        self.replicas.leading = True
         self.traffic.published = None
         self.app.routing.active = True
         for router in self.external.values():
@@ -141,6 +148,7 @@ class KubeMode:
         except StateError as exc:
             log.info("journal not flushed on losing the lead: %s", exc)
         self.app.routing.active = False
+        self.replicas.leading = False
         self.traffic.leading = False
         self.traffic.mirror()
 
@@ -163,6 +171,7 @@ class KubeMode:
                 tasks.create_task(self.resources.run(on_result, stop))
                 tasks.create_task(self.discovery.run(stop))
                 tasks.create_task(self.traffic.run(stop))
+                tasks.create_task(self.replicas.run(stop))
                 tasks.create_task(self.elector.run(stop, self._lead, self._follow))
                 tasks.create_task(self.status.run(stop))
                 tasks.create_task(self._flush_journal(stop))

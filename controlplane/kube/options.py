@@ -20,6 +20,7 @@ class KubeOptions:
     renew_deadline_s: float = 7.0
     retry_period_s: float = 2.0
     status_interval_s: float = 1.0
+    replica_count_interval_s: float = 5.0  # how often this replica writes its proxy count
     # How the other replicas reach this one's admin API (http://HOST:PORT), written on
     # the Lease while it leads so followers can forward experiment requests to it.
     # Default: $POD_IP and the admin port.

@@ -49,7 +49,8 @@ class Replica:
             api_token_file=token_file,
             kubernetes=KubeOptions(host=api_url, namespace="sluice", identity=identity,
                                    lease_duration_s=2.0, renew_deadline_s=1.5,
-                                   retry_period_s=0.25, status_interval_s=0.2))
+                                   retry_period_s=0.25, status_interval_s=0.2,
+                                   replica_count_interval_s=0.2))
         self.app = App(self.options)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.kube.client import EXPERIMENTS, Kube
+from controlplane.kube.replicas import config_map_name, fresh_counts
 from controlplane.model import RoutingState
 from tests.kube.apiserver import ApiServer
 from tests.kube.env import NS, Replica, experiment, model_service
@@ -183,3 +184,30 @@ async def test_followers_push_the_leaders_endpoint_weights(apiserver: ApiServer)
                         10)
             a.app.store.set_routing("chat", None)
             await until(lambda: b.app.store.routing("chat") is None, 10)
+
+
+async def test_the_batch_cap_divides_by_every_replicas_proxies(apiserver: ApiServer) -> None:
+    """Followers' proxies enforce the leader's per-proxy cap too, so the leader counts
+    them; a replica that stops stops counting."""
+    async with Replica(apiserver.url, "a") as a:
+        await until(lambda: a.leading, 10)
+        a.app.proxy_nodes = lambda: {"gw-1", "gw-2"}  # type: ignore[method-assign]
+        async with Replica(apiserver.url, "b") as b:
+            b.app.proxy_nodes = lambda: {"gw-3", "gw-4", "gw-5"}  # type: ignore[method-assign]
+            await until(lambda: a.app.routing.proxies() == 5, 10)
+            await until(lambda: b.app.routing.proxies() == 5, 10)
+        await until(lambda: a.app.routing.proxies() == 2, 10)
+
+
+def test_only_fresh_well_formed_counts_of_other_replicas_count() -> None:
+    def cm(name: str, **data: str) -> dict[str, Any]:
+        return {"metadata": {"name": name}, "data": data}
+
+    objects = {"a": cm("sluice-replica-a", proxies="4", at="100"),
+               "b": cm("sluice-replica-b", proxies="3", at="95"),
+               "old": cm("sluice-replica-old", proxies="9", at="60"),
+               "bad": cm("sluice-replica-bad", proxies="many", at="100"),
+               "neg": cm("sluice-replica-neg", proxies="-1", at="100")}
+    assert fresh_counts(objects, "sluice-replica-a", now=100.0) == {"sluice-replica-b": 3}
+    assert config_map_name("Pod_Name.1") == "sluice-replica-pod-name.1"
+    assert config_map_name("___") == "sluice-replica-replica"
