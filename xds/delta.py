@@ -12,7 +12,9 @@ Spec: https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#incremen
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from xds import ordering, typeurls
 from xds.protocol import (
@@ -54,41 +56,60 @@ class _InFlight:
     removed: tuple[str, ...]
 
 
-@dataclass
+S = TypeVar("S")
+V = TypeVar("V")
+NO_NAMES: frozenset[str] = frozenset()
+# Shared empty maps: the state below is never changed in place, only replaced.
+NO_VERSIONS: Mapping[str, str] = {}
+NO_RESOURCES: Mapping[str, Resource] = {}
+
+
+@dataclass(slots=True)
 class _DeltaType:
-    names: set[str] = field(default_factory=set)  # explicit subscriptions
+    """One type's state. Its maps and sets are immutable: every change replaces
+    them (``DeltaStream._share`` may hand out one object for equal values)."""
+
+    names: frozenset[str] = NO_NAMES  # explicit subscriptions
     wildcard: bool = False
     seen_request: bool = False
-    client: dict[str, str] = field(default_factory=dict)  # name → version it holds
-    acked: dict[str, Resource] = field(default_factory=dict)  # those we have bytes for
+    client: Mapping[str, str] = field(default_factory=lambda: NO_VERSIONS)  # name → version
+    acked: Mapping[str, Resource] = field(default_factory=lambda: NO_RESOURCES)  # with bytes
     in_flight: _InFlight | None = None
-    force: set[str] = field(default_factory=set)
-    rejected: dict[str, str] = field(default_factory=dict)  # name → NACKed version
-    told_absent: set[str] = field(default_factory=set)
+    force: frozenset[str] = NO_NAMES
+    rejected: Mapping[str, str] = field(default_factory=lambda: NO_VERSIONS)  # NACKed versions
+    told_absent: frozenset[str] = NO_NAMES
     last_nack: Nack | None = None
 
     def subscribed(self) -> frozenset[str] | None:
-        return None if self.wildcard else frozenset(self.names)
+        return None if self.wildcard else self.names
 
     def covers(self, name: str) -> bool:
         return self.wildcard or name in self.names
 
 
 class DeltaStream:
-    """One Delta ADS stream. Not thread-safe; one owner (the stream's task)."""
+    """One Delta ADS stream. Not thread-safe; one owner (the stream's task).
+
+    Its per-type maps and sets are never changed in place: every change makes
+    new ones through ``_replace`` and ``_share``, and what a response needs is
+    derived through ``_holds``, ``_view`` and ``_stale``. Here they compute
+    everything; ``xds.quiet`` shares equal values and derived work between
+    streams through them."""
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self._types: dict[str, _DeltaType] = {}
         self._nonce = 0
         self._eds_pending: dict[str, dict[str, str]] = {}
-        self._eds_ready: dict[str, str] = {}
+        self._eds_ready: Mapping[str, str] = NO_VERSIONS
         self.stale_requests = 0
         self.events: list[tuple[str, str]] = []  # (type_url, ACKED | NACKED)
 
     def on_request(self, req: DeltaRequest, now: float) -> list[DeltaResponse]:
         check_type(req.type_url)
-        st = self._types.setdefault(req.type_url, _DeltaType())
+        st = self._types.get(req.type_url)
+        if st is None:
+            st = self._types[req.type_url] = _DeltaType()
         self._subscribe(st, req)
         if req.response_nonce:
             flight = st.in_flight
@@ -97,7 +118,8 @@ class DeltaStream:
                 # subscription changes above still apply.
                 self.stale_requests += 1
             elif req.error is not None:
-                st.rejected.update({n: r.version for n, r in flight.changes.items()})
+                rejected = {n: r.version for n, r in flight.changes.items()}
+                st.rejected = {**st.rejected, **rejected}
                 st.last_nack = Nack(
                     version_of_pairs(self._after(st, flight).items()), req.error.message, now
                 )
@@ -113,56 +135,87 @@ class DeltaStream:
         self.snapshot = snapshot
         return self._push()
 
+    # -- immutable state ------------------------------------------------------
+
+    def _share(self, value: S) -> S:
+        """A map or set the state keeps from now on (and never changes)."""
+        return value
+
+    def _replace(
+        self, old: Mapping[str, V], put: tuple[tuple[str, V], ...], drop: tuple[str, ...]
+    ) -> Mapping[str, V]:
+        """``old`` with ``put`` set, then ``drop`` removed."""
+        new = dict(old)
+        new.update(put)
+        for name in drop:
+            new.pop(name, None)
+        return self._share(new)
+
     # -- subscription ---------------------------------------------------------
 
     def _subscribe(self, st: _DeltaType, req: DeltaRequest) -> None:
         if not st.seen_request:
             st.seen_request = True
             # Rule 10: what the client already holds from an earlier stream.
-            st.client = dict(req.initial_resource_versions)
+            st.client = self._share(dict(req.initial_resource_versions))
             if not req.subscribe:
                 st.wildcard = True  # legacy wildcard: an empty first request
-        for name in req.subscribe:
-            if name == WILDCARD:
+        if req.subscribe:
+            added = set(req.subscribe)
+            if WILDCARD in added:
                 st.wildcard = True
-                continue
-            st.names.add(name)
-            st.force.add(name)  # rule 10: sent even if the client has it
-            st.told_absent.discard(name)
+                added.discard(WILDCARD)
+            if added:
+                st.names = self._share(st.names | added)
+                st.force = st.force | added  # rule 10: sent even if the client has it
+                st.told_absent = st.told_absent - added or NO_NAMES
+        if not req.unsubscribe:
+            return
+        names, force, told_absent = set(st.names), set(st.force), set(st.told_absent)
+        gone: list[str] = []
         for name in req.unsubscribe:
             if name == WILDCARD:
                 st.wildcard = False
-                for held in [n for n in st.client if n not in st.names]:
-                    self._forget(st, held)
+                gone += [n for n in st.client if n not in names]
                 continue
-            st.names.discard(name)
+            names.discard(name)
             if st.wildcard:
                 # Rule 9: still covered by the wildcard, so answer it with the
                 # resource (or its removal) to keep the client consistent.
-                st.force.add(name)
+                force.add(name)
             else:
-                st.force.discard(name)
-                st.told_absent.discard(name)
-                self._forget(st, name)
+                force.discard(name)
+                told_absent.discard(name)
+                gone.append(name)
+        st.names = self._share(frozenset(names)) if names else NO_NAMES
+        st.force = frozenset(force) if force else NO_NAMES
+        st.told_absent = frozenset(told_absent) if told_absent else NO_NAMES
+        self._update(st, (), tuple(gone))
 
-    @staticmethod
-    def _forget(st: _DeltaType, name: str) -> None:
-        st.client.pop(name, None)
-        st.acked.pop(name, None)
+    def _update(
+        self, st: _DeltaType, put: tuple[tuple[str, Resource], ...], drop: tuple[str, ...]
+    ) -> None:
+        """The client holds ``put`` and no longer ``drop``."""
+        if put or any(n in st.client or n in st.acked for n in drop):
+            st.client = self._replace(st.client, tuple([(n, r.version) for n, r in put]), drop)
+            st.acked = self._replace(st.acked, put, drop)
 
     def _apply(self, st: _DeltaType, flight: _InFlight, type_url: str) -> None:
-        for name, resource in flight.changes.items():
-            if st.covers(name):
-                st.client[name] = resource.version
-                st.acked[name] = resource
-        for name in flight.removed:
-            self._forget(st, name)
+        changes = flight.changes
+        if st.wildcard or changes.keys() <= st.names:
+            put = tuple(changes.items())  # all still subscribed
+        else:
+            put = tuple((n, r) for n, r in changes.items() if st.covers(n))
+        self._update(st, put, flight.removed)
         st.in_flight = None
-        if type_url == typeurls.CLUSTER:
+        if type_url == typeurls.CLUSTER and not self._eds_ready.keys() <= st.client.keys():
             # A cluster the proxy dropped must warm again if it returns.
-            self._eds_ready = {n: v for n, v in self._eds_ready.items() if n in st.client}
+            kept = {n: v for n, v in self._eds_ready.items() if n in st.client}
+            self._eds_ready = self._share(kept)
         if type_url == typeurls.ENDPOINT:
-            self._eds_ready.update(self._eds_pending.pop(flight.nonce, {}))
+            ready = self._eds_pending.pop(flight.nonce, None)
+            if ready and ready.items() - self._eds_ready.items():
+                self._eds_ready = self._share({**self._eds_ready, **ready})
 
     @staticmethod
     def _after(st: _DeltaType, flight: _InFlight | None) -> dict[str, str]:
@@ -176,24 +229,33 @@ class DeltaStream:
 
     # -- output ---------------------------------------------------------------
 
-    def _holds(self) -> ordering.ProxyHolds:
+    def _route_refs(self) -> frozenset[str] | None:
+        """Clusters named by the routes the proxy holds or has in flight."""
         routes = self._types.get(typeurls.ROUTE)
-        refs: frozenset[str] | None = frozenset()
-        if routes is not None:
-            known = list(routes.acked.values())
-            if routes.in_flight is not None:
-                known += routes.in_flight.changes.values()
-            if routes.client.keys() - routes.acked.keys():
-                refs = None  # routes from an earlier stream: their targets are unknown
-            else:
-                refs = frozenset(c for r in known for c in r.refs)
+        if routes is None:
+            return NO_NAMES
+        if routes.client.keys() - routes.acked.keys():
+            return None  # routes from an earlier stream: their targets are unknown
+        known = list(routes.acked.values())
+        if routes.in_flight is not None:
+            known += routes.in_flight.changes.values()
+        return frozenset().union(*(r.refs for r in known))
+
+    def _holds(self, type_url: str) -> ordering.ProxyHolds:
         cds = self._types.get(typeurls.CLUSTER)
         return ordering.ProxyHolds(
-            clusters=dict(cds.client) if cds else {},
+            clusters=cds.client if cds else NO_VERSIONS,
             eds_ready=self._eds_ready,
-            route_refs=refs,
+            route_refs=self._route_refs(),
             acked={t: st.acked for t, st in self._types.items()},
         )
+
+    def _view(self, type_url: str, st: _DeltaType) -> ordering.Sendable:
+        return ordering.sendable(type_url, self.snapshot, st.subscribed(), self._holds(type_url))
+
+    def _stale(self, content: Mapping[str, Resource], client: Mapping[str, str]) -> tuple[str, ...]:
+        """The names in ``content`` (in its order) the client holds at another version."""
+        return tuple([n for n, r in content.items() if client.get(n) != r.version])
 
     def _push(self) -> list[DeltaResponse]:
         out: list[DeltaResponse] = []
@@ -207,31 +269,44 @@ class DeltaStream:
         return out
 
     def _next(self, type_url: str, st: _DeltaType) -> DeltaResponse | None:
-        view = ordering.sendable(type_url, self.snapshot, st.subscribed(), self._holds())
-        changes = {
-            n: r
-            for n, r in view.content.items()
-            if (st.client.get(n) != r.version or n in st.force) and st.rejected.get(n) != r.version
-        }
-        removed = [n for n in st.client if n not in view.content and n not in view.held]
-        for name in sorted(st.names | st.force):
-            if name in view.content or name in view.held or name in st.client:
-                continue
-            if name not in st.told_absent:
-                removed.append(name)  # rule 10: a subscribed name that does not exist
-                st.told_absent.add(name)
-        st.force -= view.content.keys() | set(removed)
+        view = self._view(type_url, st)
+        client, force, rejected = st.client, st.force, st.rejected
+        content = view.content
+        stale = self._stale(content, client)
+        if force or rejected:
+            pick = force.union(stale)
+            changes = {
+                n: r for n, r in content.items() if n in pick and rejected.get(n) != r.version
+            }
+        else:
+            changes = {n: content[n] for n in stale}
+        # Held by the client, gone from the view: removed (as sets: the order
+        # of names does not matter until they are sorted below).
+        removed = client.keys() - content.keys()
+        if removed and view.held:
+            removed -= view.held
+        wanted = st.names | force if force else st.names
+        if wanted:
+            # Rule 10: a subscribed name that does not exist, told once.
+            absent = wanted.difference(content, view.held, client, st.told_absent)
+            if absent:
+                removed |= absent
+                st.told_absent = st.told_absent | absent
+        if force:
+            st.force = force.difference(content, removed) or NO_NAMES
         if not changes and not removed:
             return None
         self._nonce += 1
         nonce = str(self._nonce)
-        flight = _InFlight(nonce, changes, tuple(sorted(set(removed))))
+        flight = _InFlight(nonce, changes, tuple(sorted(removed)))
         st.in_flight = flight
         if type_url == typeurls.CLUSTER:
             # Rule 7: a changed cluster warms only on an EDS response after it.
             eds = self._types.get(typeurls.ENDPOINT)
             if eds is not None:
-                eds.force |= {n for n in changes if eds.covers(n)}
+                forced = {n for n in changes if eds.covers(n)}
+                if forced:
+                    eds.force = eds.force | forced
         elif type_url == typeurls.ENDPOINT:
             cds = self._types.get(typeurls.CLUSTER)
             clusters = self._after(cds, cds.in_flight) if cds else {}

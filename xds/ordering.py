@@ -36,6 +36,8 @@ class ProxyHolds:
     route_refs: frozenset[str] | None
     # Resources the proxy ACKed that we still have the bytes of, per type.
     acked: Mapping[str, Mapping[str, Resource]]
+    # ready_clusters(self), when the caller already knows it.
+    ready: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def sendable(
             else:
                 held.add(name)
     elif type_url == typeurls.ROUTE and content:
-        ready = ready_clusters(holds)
+        ready = holds.ready if holds.ready is not None else ready_clusters(holds)
         if not snapshot.types[type_url].refs <= ready:
             for name, route in list(content.items()):
                 if route.refs <= ready:
