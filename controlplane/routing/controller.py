@@ -154,6 +154,11 @@ class RoutingController:
         for name in list(self._due):
             if name not in services or not routed(services[name]):
                 self._forget(name)
+        # Reports for services nobody computes weights for are dropped as they come,
+        # so a service switched to response_time starts from fresh load, not from
+        # everything since the control plane started.
+        for name in self.window.services() - {n for n, s in services.items() if routed(s)}:
+            self.window.take(name, now)
         for name, service in services.items():
             if not routed(service) or now < self._due.get(name, -math.inf):
                 continue

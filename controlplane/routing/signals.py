@@ -100,6 +100,10 @@ class LoadWindow:
                 acc.seconds += dt
                 acc.readings += 1
 
+    def services(self) -> set[str]:
+        """Services with reports not taken yet."""
+        return {k[0] for k in self._acc} | set(self._nodes)
+
     def take(self, service: str, now: float) -> WindowTake:
         """The service's window since its last take (or since this window began)."""
         start = self._started.get(service, self._origin)

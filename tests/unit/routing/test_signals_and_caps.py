@@ -168,3 +168,19 @@ def test_controller_leaves_other_policies_alone() -> None:
     controller.tick(0.0)
     assert fixed.store.routing("chat") is None
     assert not math.isnan(controller.window.reports)
+
+
+def test_switching_to_response_time_starts_from_fresh_load() -> None:
+    """Reports that came while a service used another policy are dropped as they come;
+    the first response_time weights read only what came after the switch."""
+    fixed = _Fixed(_service(policy=LbPolicy.LEAST_REQUEST))
+    controller = RoutingController(fixed.store, proxies=lambda: 1, clock=lambda: 0.0)
+    busy = [ClusterLoad("chat/v1", 1.0, (EndpointLoad("10.0.0.1:1", 50, 50, 0, 40),))]
+    for t in range(1, 60):
+        controller.on_report("gw", busy)
+        controller.tick(float(t))
+    assert controller.window.services() == set()
+    controller.on_report("gw", [ClusterLoad("chat/v1", 1.0, (
+        EndpointLoad("10.0.0.1:1", 5, 5, 0, 1), EndpointLoad("10.0.0.2:1", 5, 5, 0, 1)))])
+    take = controller.window.take("chat", 61.0)
+    assert take.online["10.0.0.1:1"].completed == 5  # not 59 × 50 + 5
