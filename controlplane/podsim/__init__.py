@@ -2,11 +2,13 @@
 
 One process runs many pods, each an OpenAI-compatible model server on its own
 listener whose timing comes from a discrete-event model of a vLLM-style scheduler
-(continuous batching, chunked prefill, a KV-cache block budget, a prefix cache), not
-from burning CPU: an idle pod costs nothing, a busy one one timer callback per
-scheduler step. Pods report vLLM's metrics on ``/metrics``, ORCA load reports in
-response headers when asked, and take faults at start or at run time (error rate,
-extra latency, stall, crash, cold start, version change).
+(continuous batching, chunked prefill, a KV-cache block budget, a prefix cache,
+priority classes: Sluice's batch class gives way to online requests as under vLLM's
+``--scheduling-policy priority``), not from burning CPU: an idle pod costs nothing, a
+busy one one timer callback per scheduler step. Pods report vLLM's metrics on
+``/metrics``, ORCA load reports in response headers when asked, and take faults at
+start or at run time (error rate, extra latency, stall, crash, cold start, version
+change).
 
 - ``engine`` / ``simulate``: the pure timing core (time is an argument);
 - ``profiles``: GPU profiles (H100, A100, L4) and scheduler settings, with sources;

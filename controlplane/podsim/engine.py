@@ -4,12 +4,14 @@ A discrete-event model of vLLM's V1 scheduler: no clocks, no sockets; every meth
 takes the time. Requests reach the scheduler ``api_overhead_s`` (plus any injected
 delay) after they are submitted. Each step:
 
+0. lets the first waiting request preempt running ones of a lower class (a larger
+   ``priority``: Sluice's batch class is 1) when it could not be admitted otherwise;
 1. schedules the running requests first, in admission order: one token for a decoding
    request, the next prompt chunk for one still in prefill; when the KV cache has no
-   block for one, the most recently admitted request is preempted (its blocks freed,
-   its prompt blocks left in the prefix cache) and recomputed later;
-2. if nothing was preempted, admits waiting requests first come, first served, while the
-   step's token budget (``max_num_batched_tokens``), the sequence limit
+   block for one, the most recently admitted request of the lowest class is preempted
+   (its blocks freed, its prompt blocks left in the prefix cache) and recomputed later;
+2. if nothing was preempted, admits waiting requests by class, then first come, first
+   served, while the step's token budget (``max_num_batched_tokens``), the sequence limit
    (``max_num_seqs``) and the free KV blocks allow; an admitted request's leading prompt
    blocks found in the prefix cache are not computed again;
 3. lasts ``t0 + prefill_tokens / R + k_kv * context_tokens + per_seq * decoding``
@@ -225,21 +227,43 @@ class Engine:
         return True
 
     def _preempt(self, seq: _Seq) -> None:
+        """Free a running request's blocks; it waits again at the head of its class and
+        recomputes its prompt and what it emitted (its prompt blocks stay cached)."""
         self._release(seq)
         seq.computed = 0
         seq.state = "waiting"
-        self._waiting.appendleft(seq)
+        self._enqueue(seq, front=True)
         self.stats.preemptions += 1
 
-    def _enqueue(self, seq: _Seq) -> None:
-        """Waiting requests are admitted by priority, then first come, first served."""
-        if not self._waiting or self._waiting[-1].spec.priority <= seq.spec.priority:
-            self._waiting.append(seq)
+    def _victim(self) -> int:
+        """Whom preemption takes: the last admitted (vLLM's default) of the lowest class
+        (the largest ``priority``, as vLLM's priority policy does)."""
+        return max(range(len(self._running)), key=lambda k: (self._running[k].spec.priority, k))
+
+    def _make_room(self) -> None:
+        """The first waiting request, when no slot or KV block is left for it, preempts
+        running ones of a lower class (vLLM's ``--scheduling-policy priority``): batch
+        never keeps online waiting, it gets only the slots and blocks online leaves."""
+        if not self._waiting:
             return
-        for i, other in enumerate(self._waiting):
-            if other.spec.priority > seq.spec.priority:
-                self._waiting.insert(i, seq)
+        head = self._waiting[0]
+        while self._running:
+            k = self._victim()
+            if self._running[k].spec.priority <= head.spec.priority:
                 return
+            if len(self._running) < self.config.max_num_seqs and self._fits(head):
+                return
+            self._preempt(self._running.pop(k))
+
+    def _enqueue(self, seq: _Seq, *, front: bool = False) -> None:
+        """Waiting requests are admitted by class, then first come, first served (``front``:
+        a preempted request, at the head of its class)."""
+        p, queue = seq.spec.priority, self._waiting
+        if not front and (not queue or queue[-1].spec.priority <= p):
+            queue.append(seq)  # the common case, without a scan
+            return
+        queue.insert(next((k for k, w in enumerate(queue) if w.spec.priority > p
+                           or (front and w.spec.priority == p)), len(queue)), seq)
 
     def _start_step(self, t: float) -> None:
         self._clock = t
@@ -248,6 +272,7 @@ class Engine:
             if seq.state == "pending":
                 seq.state = "waiting"
                 self._enqueue(seq)
+        self._make_room()
         budget = self.config.max_num_batched_tokens
         batch: list[tuple[_Seq, int]] = []
         preempted = False
@@ -256,7 +281,12 @@ class Engine:
             seq = self._running[i]
             n = min(seq.target - seq.computed, budget)
             while not self._grow(seq, seq.computed + n):
-                victim = self._running.pop()
+                k = self._victim()
+                victim = self._running.pop(k)
+                if k < i:  # already in this step: take it out again
+                    j = next(j for j, (s, _) in enumerate(batch) if s is victim)
+                    budget += batch.pop(j)[1]
+                    i -= 1
                 self._preempt(victim)
                 preempted = True
                 if victim is seq:
@@ -285,14 +315,20 @@ class Engine:
             raise RuntimeError("scheduler step with nothing to run")
         self._run(t, batch)
 
-    def _admit(self, seq: _Seq, budget: int) -> bool:
+    def _need(self, seq: _Seq, budget: int) -> tuple[tuple[int, ...], int]:
+        """Cached prompt blocks an admission reuses, and new blocks its first chunk takes."""
         bs = self.config.block_size
         hashes = seq.spec.block_hashes
         hit_blocks = self.pool.lookup(hashes, (seq.target - 1) // bs)
-        cached = hit_blocks * bs
-        n = min(seq.target - cached, budget)
-        new_blocks = -(-(cached + n) // bs) - hit_blocks
-        hits = hashes[:hit_blocks]
+        n = min(seq.target - hit_blocks * bs, budget)
+        return hashes[:hit_blocks], -(-(hit_blocks * bs + n) // bs) - hit_blocks
+
+    def _fits(self, seq: _Seq) -> bool:
+        return self.pool.can_take(*self._need(seq, self.config.max_num_batched_tokens))
+
+    def _admit(self, seq: _Seq, budget: int) -> bool:
+        hits, new_blocks = self._need(seq, budget)
+        cached = len(hits) * self.config.block_size
         if not self.pool.can_take(hits, new_blocks):
             return False
         self.pool.take(hits, new_blocks)
