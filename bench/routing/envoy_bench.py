@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.routing.fleet import BENCH_ENGINE, GPUS, policy_spec
+from bench.routing.fleet import BENCH_ENGINE, GPUS, SERVICE, policy_spec
 from bench.routing.sim import Policy
 from bench.routing.stats import RunStats, summarize
 from bench.routing.workload import Req
@@ -67,6 +67,25 @@ class Trace:
                       for i in keep], [self.results[i] for i in keep], end - start,
                      self.hit_rate)
 
+    @classmethod
+    def joined(cls, parts: list[Trace]) -> Trace:
+        """Runs one after another as one run (their requests and answers pooled)."""
+        reqs: list[Req] = []
+        results: list[list[Any]] = []
+        offset = 0.0
+        for part in parts:
+            reqs += [dataclasses.replace(r, t=r.t + offset) for r in part.reqs]
+            results += part.results
+            offset += part.seconds
+        return cls(reqs, results, offset)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reqs": rows(self.reqs), "results": self.results, "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Trace:
+        return cls([Req(*r) for r in doc["reqs"]], doc["results"], doc["seconds"])
+
     def stats(self, pods: list[str], capacity: list[float]) -> RunStats:
         ok = [r[1] == 200 for r in self.results]
         e2e = [r[3] if good else None for r, good in zip(self.results, ok, strict=True)]
@@ -102,7 +121,7 @@ class EnvoyBench:
         return [p.pod for p in self.pods]
 
     async def __aenter__(self) -> EnvoyBench:
-        specs = [PodSpec(service="bench", version="v1", gpu=g, engine=BENCH_ENGINE,
+        specs = [PodSpec(service=SERVICE, version="v1", gpu=g, engine=BENCH_ENGINE,
                          stream_interval=100_000, seed=i) for i, g in enumerate(GPUS)]
         self.pods = await start_pods(specs)
         first = policy_spec(Policy("least request", "lr", sluice="least_request"),
@@ -150,17 +169,40 @@ class EnvoyBench:
         tmp.replace(self.config / "bench.yaml")
 
     async def apply(self, policy: Policy, extra: dict[str, Any] | None = None) -> None:
-        """Switch the service to ``policy`` and wait until Envoy runs it."""
-        assert self.app is not None
-        self.write(policy_spec(policy, self.endpoints(), self.listener_doc(), extra))
+        """Switch the service to ``policy`` and wait until Envoy runs it, on fresh pods."""
+        assert self.app is not None and self.pods is not None
+        # Every policy starts from the same state, as the simulation's pods do: empty KV
+        # and prefix caches, and no request rate left over from the last policy (it is
+        # in the pods' ORCA reports for 10 s).
+        for pod in self.pods:
+            await pod.restart()
+        # The controller sums load reports per service until it next takes them, and it
+        # takes none while a policy needs no weights: without this, response_time's first
+        # weights would come from every earlier policy's traffic since the start.
+        self.app.routing.window.take(SERVICE, self.app.routing.clock())
         app = self.app
-        before = app.cache.snapshot.version
+
+        def service() -> object:
+            return next((s for s in app.store.state.services if s.name == SERVICE), None)
+
+        old = service()
+        self.write(policy_spec(policy, self.endpoints(), self.listener_doc(), extra))
+        loaded: list[int] = []  # the store revision that holds the new policy
+        seen: set[str] = set()  # snapshots installed since (weight pushes keep coming)
 
         def converged() -> bool:
-            snap = app.cache.snapshot.version
+            # A new policy may render the very same resources (response_time starts
+            # from the capacity weights least request + capacity pushes): wait for a
+            # snapshot built from it, not for a new snapshot version.
+            if not loaded:
+                if service() == old:
+                    return False
+                loaded.append(app.store.revision)
+            if app.installed_revision < loaded[0]:
+                return False
+            seen.add(app.cache.snapshot.version)
             proxies = list(app.xds.proxies.values())
-            return snap != before and bool(proxies) and all(
-                p.converged_on == snap for p in proxies)
+            return bool(proxies) and all(p.converged_on in seen for p in proxies)
 
         await async_wait_for(converged, 15, interval=0.05, what="Envoy on the new policy")
         await asyncio.sleep(1.0)  # clusters warmed, connection pools replaced

@@ -12,9 +12,11 @@ time::
 but decoding requests are kept as aggregates (how many, their total context,
 a heap of the step at which each finishes), so a step costs O(1) plus the
 requests that start or finish in it: 1,000 pods at 50,000 requests/s fit in
-pure Python. Differences from the engine, none of which the routing benchmark
+pure Python. Differences from the engine, none of which the scale run
 exercises: a request reserves its whole KV (prompt + output) when admitted, so
-there is no preemption; there is no prefix cache.
+there is no preemption; there is no prefix cache and no priority class. Where
+those matter (the check against Envoy at 4 pods, the offline class) the
+simulation runs the engine itself (``enginepod``).
 ``tests/unit/routing/test_timing.py`` holds it to the engine.
 """
 
@@ -42,6 +44,9 @@ class Job:
     host: int = -1
     proxy: int = -1
     key: str | None = None
+    priority: int = 0  # 1: the batch class (EnginePod schedules by it; FastPod ignores it)
+    prefix: str | None = None  # shared prompt prefix (EnginePod's prefix cache; not FastPod's)
+    prefix_tokens: int = 0
     meta: dict[str, float] = field(default_factory=dict)
 
 

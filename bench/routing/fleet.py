@@ -17,9 +17,17 @@ from bench.routing.sim import CAPACITY, Policy
 from bench.routing.workload import Lengths
 from controlplane.podsim.profiles import EngineConfig, profile
 
-__all__ = ["BENCH_ENGINE", "GPUS", "LATENCY_LENGTHS", "SCALE_LENGTHS", "policy_spec",
-           "saturation_rps"]
+__all__ = [
+    "BENCH_ENGINE",
+    "GPUS",
+    "LATENCY_LENGTHS",
+    "SCALE_LENGTHS",
+    "SERVICE",
+    "policy_spec",
+    "saturation_rps",
+]
 
+SERVICE = "bench"  # the ModelService's name
 GPUS = ("h100", "h100", "a100", "a100")
 # Prompts up to 4,000 tokens (median 600), outputs up to 400 (median 40): an A100
 # can still answer the longest prompt within the 1 s TTFT objective.
@@ -73,4 +81,4 @@ def policy_spec(policy: Policy, endpoints: Sequence[dict[str, Any]],
                                           "endpoints": list(endpoints)}]}
     spec.update(extra or {})
     return {"apiVersion": "sluice.dev/v1alpha1", "kind": "ModelService",
-            "metadata": {"name": "bench"}, "spec": spec}
+            "metadata": {"name": SERVICE}, "spec": spec}

@@ -6,12 +6,14 @@ line of JSON on stdout. A job::
 
     {"url": URL, "online": [[t, prompt, output, key, prefix, prefix_tokens], ...],
      "closed": {"concurrency": N, "seconds": S, "requests": [...]},     # optional
-     "batch": {"url": URL, "concurrency": N, "seconds": S, "requests": [...]},  # optional
+     "batch": {"url": URL, "concurrency": N, "seconds": S, "start": T,  # optional
+               "requests": [...]},
      "timeout": SECONDS}
 
 ``online`` requests are sent open loop at their times; ``closed`` ones by N
 clients one after another for S seconds; ``batch`` ones likewise with
-``x-priority: batch``, waiting ``Retry-After`` when refused. Every request streams
+``x-priority: batch``, from T seconds on (default 0), waiting ``Retry-After``
+when refused. Every request streams
 (``"stream": true``): time to first token is when the response headers arrive
 (a pod sends them with its first token). A result is ``{"online": [[t_sent,
 status, ttft, e2e, pod, output_tokens, index], ...], "closed": [...], "batch": [...]}``
@@ -80,7 +82,9 @@ async def run(job: dict[str, Any]) -> dict[str, list[Row]]:
             i = k
             extra = {"x-priority": "batch"} if kind == "batch" else None
             url = spec.get("url", job["url"])
-            while time.monotonic() - start < spec["seconds"]:
+            begin = float(spec.get("start", 0.0))
+            await asyncio.sleep(max(0.0, start + begin - time.monotonic()))
+            while time.monotonic() - start < begin + spec["seconds"]:
                 row, retry = await one(http, url, reqs[i % len(reqs)], start, extra)
                 out[kind].append(row)
                 i += spec["concurrency"]
