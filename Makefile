@@ -73,7 +73,7 @@ bench-storm: install
 bench-analysis: install
 	$(PY) -m bench.calibration
 
-# Routing policies through a real Envoy and simulated GPU pods, plus the DES (~11 min).
+# Routing policies through a real Envoy and simulated GPU pods, plus the DES (~16 min).
 bench-routing: install
 	$(PY) -m bench.routing
 
