@@ -18,6 +18,7 @@ and tested against betterproto2's encoding.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -194,6 +195,7 @@ class LoadReportingService:
         self.streams = 0
         self.reports = 0
         self.garbage = 0  # requests that could not be decoded
+        self.stopping = False  # set before the server stops
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(LRS_SERVICE, {
@@ -217,5 +219,10 @@ class LoadReportingService:
                 self.reports += 1
                 if clusters and node_id:
                     self.sink(node_id, clusters)
+        except asyncio.CancelledError:
+            # The server stopping cancels open streams once its grace is over; grpc.aio
+            # would log each as an unhandled error.
+            if not self.stopping:
+                raise
         finally:
             self.streams -= 1

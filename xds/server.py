@@ -13,7 +13,7 @@ import collections
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -169,6 +169,7 @@ class XdsServer:
         # Several processes accept on one port (``sluice serve --workers``), or only this one.
         self.reuse_port = reuse_port
         self.proxies: dict[int, ProxyInfo] = {}
+        self.stopping = False  # stop() was called: open streams are about to be cancelled
         self.active_streams = 0
         # Views, response bytes and names shared by streams in the same state.
         self.shared = SharedViews()
@@ -205,6 +206,7 @@ class XdsServer:
         return port
 
     async def stop(self, grace: float = 1.0) -> None:
+        self.stopping = True
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
@@ -213,10 +215,19 @@ class XdsServer:
     # -- handlers -------------------------------------------------------------
 
     async def _sotw(self, requests: AsyncIterator[bytes], context: Any) -> None:
-        await self._serve(requests, context, "sotw")
+        await self._ended_by_stop(self._serve(requests, context, "sotw"))
 
     async def _delta(self, requests: AsyncIterator[bytes], context: Any) -> None:
-        await self._serve(requests, context, "delta")
+        await self._ended_by_stop(self._serve(requests, context, "delta"))
+
+    async def _ended_by_stop(self, serving: Coroutine[Any, Any, None]) -> None:
+        """Streams never end by themselves, so ``stop`` cancels every open one once its
+        grace is over; grpc.aio would log each of those as an unhandled error."""
+        try:
+            await serving
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise
 
     async def _serve(self, requests: AsyncIterator[bytes], context: Any, variant: str) -> None:
         peer = peer_host(context.peer())
