@@ -124,7 +124,7 @@ class Injector:
         return fault
 
     def _repaired(self, fault: Fault, changed_from: str | None = None,
-                  newer: tuple[str, int] | None = None) -> None:
+                  newer: tuple[str, float] | None = None) -> None:
         fault.repaired = time.time()
         fault.sync = asyncio.create_task(time_to_synced(
             self.fleet.sluice.admin_url, NODES, fault.repaired, self.sync_cap, changed_from,

@@ -107,10 +107,11 @@ async def watch_experiment(admin_url: str, current: Callable[[], str], log: Expe
 
 async def fleet_synced(admin_url: str, nodes: tuple[str, ...],
                        changed_from: str | None = None,
-                       newer: tuple[str, int] | None = None) -> bool:
+                       newer: tuple[str, float] | None = None) -> bool:
     """Every stream of every node is SYNCED on every type it asked for; with
     ``changed_from``, on a snapshot other than that one; with ``newer`` (node,
-    stream), that node has a stream newer than that one (a restarted proxy)."""
+    connectedAt), that node has a stream connected after that one (a restarted
+    proxy; stream ids are unique, but each xDS process counts its own)."""
     try:
         doc = await http_json("GET", f"{admin_url}/api/v1/proxies", timeout=1.0)
         if changed_from is not None:
@@ -120,7 +121,7 @@ async def fleet_synced(admin_url: str, nodes: tuple[str, ...],
     except _ERRORS:
         return False
     proxies = doc.get("proxies", [])
-    if newer is not None and not any(p["id"] == newer[0] and p["stream"] > newer[1]
+    if newer is not None and not any(p["id"] == newer[0] and p["connectedAt"] > newer[1]
                                      for p in proxies):
         return False
     present = {p["id"] for p in proxies}
@@ -129,7 +130,7 @@ async def fleet_synced(admin_url: str, nodes: tuple[str, ...],
 
 async def time_to_synced(admin_url: str, nodes: tuple[str, ...], since: float, cap: float,
                          changed_from: str | None = None,
-                         newer: tuple[str, int] | None = None) -> float | None:
+                         newer: tuple[str, float] | None = None) -> float | None:
     """Seconds from ``since`` (wall clock) until the fleet is SYNCED; None past ``cap``."""
     while time.time() - since < cap:
         if await fleet_synced(admin_url, nodes, changed_from, newer):
@@ -138,9 +139,11 @@ async def time_to_synced(admin_url: str, nodes: tuple[str, ...], since: float, c
     return None
 
 
-async def newest_stream(admin_url: str, node: str) -> int:
+async def newest_stream(admin_url: str, node: str) -> float:
+    """When the node's newest stream connected (wall clock; 0 when it has none)."""
     doc = await http_json("GET", f"{admin_url}/api/v1/proxies", timeout=2.0)
-    return max((int(p["stream"]) for p in doc.get("proxies", []) if p["id"] == node), default=0)
+    return max((float(p["connectedAt"]) for p in doc.get("proxies", []) if p["id"] == node),
+               default=0.0)
 
 
 async def snapshot_version(admin_url: str) -> str:
