@@ -188,7 +188,7 @@ class App:
                 if self.state is not None:
                     tasks.create_task(self._trim_loop(self.state, stop))
         finally:
-            self.routing.lrs.stopping = True
+            await self.routing.lrs.close()
             await self.xds.stop(grace=0.5)
             await self.api.stop()
             await self.notifier.close()

@@ -184,7 +184,7 @@ class Worker:
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter
-            self.lrs.stopping = True
+            await self.lrs.close()
             await self.xds.stop(grace=0.5)
 
     async def _report_loop(self) -> None:

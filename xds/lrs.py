@@ -196,15 +196,26 @@ class LoadReportingService:
         self.reports = 0
         self.garbage = 0  # requests that could not be decoded
         self.stopping = False  # set before the server stops
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(LRS_SERVICE, {
             LRS_METHOD: grpc.stream_stream_rpc_method_handler(self._stream),
         })
 
+    async def close(self, timeout: float = 0.5) -> None:
+        """Ends every open stream (before the server stops; see ``end_streams``)."""
+        from xds.server import end_streams
+
+        self.stopping = True
+        await end_streams(self._handlers, timeout)
+
     async def _stream(self, requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
         node_id = ""
         self.streams += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
         try:
             async for raw in requests:
                 try:
@@ -226,3 +237,5 @@ class LoadReportingService:
                 raise
         finally:
             self.streams -= 1
+            if task is not None:
+                self._handlers.discard(task)

@@ -170,6 +170,7 @@ class XdsServer:
         self.reuse_port = reuse_port
         self.proxies: dict[int, ProxyInfo] = {}
         self.stopping = False  # stop() was called: open streams are about to be cancelled
+        self._handlers: set[asyncio.Task[Any]] = set()  # the tasks serving open streams
         self.active_streams = 0
         # Views, response bytes and names shared by streams in the same state.
         self.shared = SharedViews()
@@ -207,6 +208,7 @@ class XdsServer:
 
     async def stop(self, grace: float = 1.0) -> None:
         self.stopping = True
+        await end_streams(self._handlers, grace)
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
@@ -221,13 +223,20 @@ class XdsServer:
         await self._ended_by_stop(self._serve(requests, context, "delta"))
 
     async def _ended_by_stop(self, serving: Coroutine[Any, Any, None]) -> None:
-        """Streams never end by themselves, so ``stop`` cancels every open one once its
-        grace is over; grpc.aio would log each of those as an unhandled error."""
+        """Streams never end by themselves. ``stop`` ends them here, so the RPC completes
+        before the server goes: left to grpc.aio, each one would be cancelled outside
+        the handler and logged as an unhandled error."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
         try:
             await serving
         except asyncio.CancelledError:
             if not self.stopping:
                 raise
+        finally:
+            if task is not None:
+                self._handlers.discard(task)
 
     async def _serve(self, requests: AsyncIterator[bytes], context: Any, variant: str) -> None:
         peer = peer_host(context.peer())
@@ -409,6 +418,16 @@ class XdsServer:
             info.converged_on = snapshot.version
             if self.cache.changed_at is not None:
                 self.observer.converged(max(0.0, self.clock() - self.cache.changed_at))
+
+
+async def end_streams(handlers: set[asyncio.Task[Any]], timeout: float) -> None:
+    """Cancels the tasks serving open streams (their handlers return on it while the
+    server is stopping) and waits for their RPCs to complete."""
+    tasks = list(handlers)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=max(0.1, timeout))
 
 
 ADMIN_METADATA_KEY = "sluice.dev/admin"
