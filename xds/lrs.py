@@ -30,6 +30,7 @@ from envoy_data_plane.envoy.service.load_stats import v3 as lrs_v3
 from google.protobuf.message import DecodeError
 
 from xds._wire import wire_pb2
+from xds.server import end_streams
 
 log = logging.getLogger("sluice.lrs")
 
@@ -205,8 +206,6 @@ class LoadReportingService:
 
     async def close(self, timeout: float = 0.5) -> None:
         """Ends every open stream (before the server stops; see ``end_streams``)."""
-        from xds.server import end_streams
-
         self.stopping = True
         await end_streams(self._handlers, timeout)
 
@@ -231,8 +230,7 @@ class LoadReportingService:
                 if clusters and node_id:
                     self.sink(node_id, clusters)
         except asyncio.CancelledError:
-            # The server stopping cancels open streams once its grace is over; grpc.aio
-            # would log each as an unhandled error.
+            # ``close`` ends the stream this way before the server stops.
             if not self.stopping:
                 raise
         finally:
