@@ -46,6 +46,8 @@ class Request:
     resource_names: tuple[str, ...] = ()
     response_nonce: str = ""
     error: ErrorDetail | None = None
+    # ``resource_names`` as a set, when the decoder shares one between requests.
+    name_set: frozenset[str] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ class SotwStream:
     # -- subscription (rules 5 and 9) -----------------------------------------
 
     def _subscribe(self, st: _SotwType, req: Request) -> None:
-        names = frozenset(req.resource_names)
+        names = req.name_set if req.name_set is not None else frozenset(req.resource_names)
         first = not st.seen_request
         st.seen_request = True
         new: frozenset[str] | None = names
@@ -166,7 +168,7 @@ class SotwStream:
             new = None
         if first or (new is None and st.names is not None):
             st.force = True
-        elif new is not None and st.names is not None and new - st.names:
+        elif new is not None and st.names is not None and new is not st.names and new - st.names:
             # Rule 5: newly requested names are answered even if unchanged
             # (this covers unsubscribe-then-resubscribe).
             st.force = True

@@ -28,12 +28,12 @@ from xds.protocol import (
     ACKED,
     ErrorDetail,
     ProtocolError,
-    Request,
     Response,
     SotwStream,
     TypeStatus,
 )
 from xds.quiet import QuietDeltaStream, TypeVersions
+from xds.requests import SotwRequests
 from xds.sharing import SharedSotwStream, SharedViews
 from xds.snapshot import Snapshot
 from xds.tls import TlsFiles, authorize, server_credentials
@@ -174,6 +174,7 @@ class XdsServer:
         self.active_streams = 0
         # Views, response bytes and names shared by streams in the same state.
         self.shared = SharedViews()
+        self.sotw_requests = SotwRequests(canonical=self.shared.names.frozen)
         self.type_versions = TypeVersions()
 
     # -- lifecycle ------------------------------------------------------------
@@ -342,8 +343,8 @@ class XdsServer:
     ) -> tuple[ProxyInfo, list[Response] | list[DeltaResponse]]:
         now = self.clock()
         if variant == "sotw":
-            view = wire_pb2.DiscoveryRequestView.FromString(raw)
-            node_bytes = view.node
+            decoded = self.sotw_requests.decode(raw)
+            node_bytes = decoded.node
         else:
             dview = wire_pb2.DeltaDiscoveryRequestView.FromString(raw)
             node_bytes = dview.node
@@ -352,15 +353,8 @@ class XdsServer:
             info = self._register(stream_id, variant, node_bytes)
         if variant == "sotw":
             assert isinstance(info.machine, SotwStream)
-            error = view.error_detail if view.HasField("error_detail") else None
-            req = Request(
-                view.type_url,
-                view.version_info,
-                tuple(view.resource_names),
-                view.response_nonce,
-                ErrorDetail(error.code, error.message) if error is not None else None,
-            )
-            out: list[Response] | list[DeltaResponse] = info.machine.on_request(req, now)
+            out: list[Response] | list[DeltaResponse] = info.machine.on_request(
+                decoded.request, now)
         else:
             assert isinstance(info.machine, DeltaStream)
             derr = dview.error_detail if dview.HasField("error_detail") else None
