@@ -401,7 +401,12 @@ class XdsServer:
             return
         for response in out:
             payload = self.shared.bodies.encode(response)
-            async with self._push_slots:
+            if info.converged_on is None:
+                # Admission bounds the first pushes of new streams (a connect storm);
+                # a stream that has converged once only gets changes.
+                async with self._push_slots:
+                    await context.write(payload)
+            else:
                 await context.write(payload)
             self.observer.pushed(response.type_url, info.variant)
         if not info.acked_since_check:
