@@ -49,6 +49,7 @@ from typing import Any
 import grpc
 
 from xds._wire import wire_pb2
+from xds.sharing import nonce_field
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 SOTW_PATH = f"/{ADS_SERVICE}/StreamAggregatedResources"
@@ -117,6 +118,24 @@ def delta_name(resource_bytes: bytes) -> str:
         name = wire_pb2.ResourceView.FromString(resource_bytes).name
         _NAMES[resource_bytes] = name
     return name
+
+
+# (type, version, id(names)) → (names, request without nonce); names are shared lists
+# (``shared_names``), so streams in one state hit one entry.
+_ACK_BODIES: dict[tuple[str, str, int], tuple[list[str], bytes]] = {}
+_NAME_LISTS: dict[tuple[str, ...], list[str]] = {}
+NO_NAMES: list[str] = []  # wildcard subscriptions (CDS, LDS)
+
+
+def shared_names(names: list[str]) -> list[str]:
+    """One list object per distinct subscription (never mutated by a stream)."""
+    key = tuple(names)
+    found = _NAME_LISTS.get(key)
+    if found is None:
+        if len(_NAME_LISTS) > 4096:
+            _NAME_LISTS.clear()
+        found = _NAME_LISTS[key] = names
+    return found
 
 
 def route_for_listener(listener: str) -> str:
@@ -233,6 +252,21 @@ class Stream:
         return self.node
 
     def sotw_request(self, type_url: str, names: list[str], ack: bool = True) -> bytes:
+        if ack and self.sent_node:
+            # Streams in one state send the same ACK but for the nonce: encode the
+            # rest once per (type, version, names) and append the nonce (field 5
+            # comes last, as protobuf writers order fields).
+            version = self.version.get(type_url, "")
+            key = (type_url, version, id(names))
+            found = _ACK_BODIES.get(key)
+            if found is None or found[0] is not names:
+                body = wire_pb2.DiscoveryRequestView(
+                    version_info=version, resource_names=names, type_url=type_url
+                ).SerializeToString()
+                if len(_ACK_BODIES) > 4096:
+                    _ACK_BODIES.clear()
+                found = _ACK_BODIES[key] = (names, body)
+            return found[1] + nonce_field(self.nonce.get(type_url, ""))
         msg = wire_pb2.DiscoveryRequestView(
             version_info=self.version.get(type_url, "") if ack else "",
             resource_names=names,
@@ -273,8 +307,8 @@ class Stream:
             await call.write(self.delta_request(CLUSTER))
             await call.write(self.delta_request(LISTENER))
         else:
-            await call.write(self.sotw_request(CLUSTER, []))
-            await call.write(self.sotw_request(LISTENER, []))
+            await call.write(self.sotw_request(CLUSTER, NO_NAMES))
+            await call.write(self.sotw_request(LISTENER, NO_NAMES))
         while True:
             raw = await call.read()
             if raw is grpc.aio.EOF:
@@ -299,15 +333,15 @@ class Stream:
         self.nonce[type_url] = resp.nonce
         if type_url == CLUSTER:
             wanted = sorted(sotw_name(r) for r in resp.resources)
-            await call.write(self.sotw_request(CLUSTER, []))
+            await call.write(self.sotw_request(CLUSTER, NO_NAMES))
             if wanted != self.names[ENDPOINT]:
-                self.names[ENDPOINT] = wanted
+                self.names[ENDPOINT] = wanted = shared_names(wanted)
                 await call.write(self.sotw_request(ENDPOINT, wanted))
         elif type_url == LISTENER:
             wanted = sorted(route_for_listener(sotw_name(r)) for r in resp.resources)
-            await call.write(self.sotw_request(LISTENER, []))
+            await call.write(self.sotw_request(LISTENER, NO_NAMES))
             if wanted != self.names[ROUTE]:
-                self.names[ROUTE] = wanted
+                self.names[ROUTE] = wanted = shared_names(wanted)
                 await call.write(self.sotw_request(ROUTE, wanted))
         else:
             await call.write(self.sotw_request(type_url, self.names[type_url]))
