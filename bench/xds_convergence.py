@@ -767,8 +767,9 @@ def run_one(
             e.stop()
         if cp is not None:
             cp.stop()
-            shared = re.findall(r"shared work: .*", cp.log_path.read_text())
-            result.shared = shared[-1] if shared else ""
+            # One line of each kind per xDS process (the primary's and each worker's).
+            shared = re.findall(r"(?:shared work|delta shared state): .*", cp.log_path.read_text())
+            result.shared = " | ".join(shared)
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:

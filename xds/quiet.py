@@ -153,6 +153,15 @@ class TypeVersions:
         self.derived = _Derived(size)  # state changes, warm clusters
         self._size, self._snapshots = size, snapshots
         self._per_snapshot: dict[int, tuple[Snapshot, _Derived]] = {}
+        self._retired = [0, 0]  # hits and builds of per-snapshot values dropped
+
+    def summary(self) -> str:
+        live = [d for _, d in self._per_snapshot.values()]
+        hits = self._retired[0] + sum(d.hits for d in live)
+        builds = self._retired[1] + sum(d.builds for d in live)
+        return (f"delta shared state: interned {self.interned.hits} hits / "
+                f"{self.interned.misses} misses; derived {self.derived.hits} / "
+                f"{self.derived.builds}; per snapshot {hits} / {builds}")
 
     def of(self, snapshot: Snapshot, type_url: str) -> Mapping[str, str]:
         ts = snapshot.types[type_url]
@@ -171,7 +180,9 @@ class TypeVersions:
         if found is not None and found[0] is snapshot:
             return found[1]
         while len(self._per_snapshot) >= self._snapshots:
-            del self._per_snapshot[next(iter(self._per_snapshot))]
+            _, gone = self._per_snapshot.pop(next(iter(self._per_snapshot)))
+            self._retired[0] += gone.hits
+            self._retired[1] += gone.builds
         derived = _Derived(self._size)
         self._per_snapshot[id(snapshot)] = (snapshot, derived)
         return derived

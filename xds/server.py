@@ -399,6 +399,8 @@ class XdsServer:
     ) -> None:
         if info is None:
             return
+        if out:
+            self.last_activity = self.clock()
         for response in out:
             payload = self.shared.bodies.encode(response)
             if info.converged_on is None:
