@@ -48,6 +48,7 @@ from typing import Any
 
 import grpc
 
+from controlplane import gcpolicy
 from xds._wire import wire_pb2
 from xds.sharing import nonce_field
 
@@ -394,6 +395,9 @@ async def read_commands(fleet: Fleet, stop: asyncio.Event) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> int:
+    # The fleet's state is one large heap, as the control plane's: the same
+    # collector thresholds keep full collections from stalling both on 2 shared cores.
+    gcpolicy.configure()
     fleet = Fleet(args.clients)
     channels = []
     per = max(1, args.per_channel)

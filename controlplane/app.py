@@ -21,6 +21,7 @@ from controlplane.api_forward import Forwarder
 from controlplane.config import LoadResult
 from controlplane.debounce import Debounce
 from controlplane.experiment import Webhook
+from controlplane.gcpolicy import FullCollections, collect_on_schedule
 from controlplane.kube.options import SOURCE as KUBE_SOURCE
 from controlplane.kube.options import KubeOptions
 from controlplane.metrics import Metrics
@@ -88,6 +89,9 @@ class ServeOptions:
     limits: StreamLimits = field(default_factory=StreamLimits)
     kubernetes: KubeOptions | None = None  # sluice serve --kubernetes
     workers: int = 1  # processes serving xDS on one port (sluice serve --workers)
+    # Full garbage collections on a schedule (``sluice serve`` sets it, with the
+    # thresholds of ``controlplane.gcpolicy``); None leaves the process's collector alone.
+    full_collections: FullCollections | None = None
 
 
 class App:
@@ -187,6 +191,9 @@ class App:
                     tasks.create_task(self.pool.run(stop))
                 if self.state is not None:
                     tasks.create_task(self._trim_loop(self.state, stop))
+                if self.options.full_collections is not None:
+                    tasks.create_task(collect_on_schedule(
+                        self.options.full_collections, lambda: self.xds.last_activity, stop))
         finally:
             await self.routing.lrs.close()
             await self.xds.stop(grace=0.5)
@@ -272,7 +279,8 @@ class App:
 
     def _worker_config(self, index: int, count: int) -> WorkerConfig:
         return WorkerConfig(index, count, self._xds_bound, self.options.tls,
-                            self.options.limits, self.routing.lrs.interval_s)
+                            self.options.limits, self.routing.lrs.interval_s,
+                            full_collections=self.options.full_collections)
 
     async def _build_loop(self, stop: asyncio.Event) -> None:
         debounce = self._debounce

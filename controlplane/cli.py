@@ -33,6 +33,7 @@ commands:
 
 
 def serve(argv: list[str]) -> int:
+    from controlplane import gcpolicy
     from controlplane.app import App, ServeOptions, split_address
     from controlplane.cores import available_cores
 
@@ -155,9 +156,11 @@ def serve(argv: list[str]) -> int:
         kubernetes=kube,
         poll_interval_s=args.poll_interval, api_token_file=args.api_token_file,
         notify=notify, tls=tls, limits=limits, api_read_token_file=args.api_read_token_file,
-        workers=args.workers,
+        workers=args.workers, full_collections=gcpolicy.FullCollections(),
         admin_tls=(args.admin_tls_cert, args.admin_tls_key) if args.admin_tls_cert else None,
     )
+
+    gcpolicy.configure()
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -22,7 +22,9 @@ import signal
 import socket
 import sys
 
+from controlplane import gcpolicy
 from controlplane.consistency import proxy_views
+from controlplane.gcpolicy import collect_on_schedule
 from controlplane.proxy_rows import NackNotice, new_nacks, proxy_rows
 from controlplane.rollout.sync import sync_part, wanted_resources
 from controlplane.worker_messages import (
@@ -167,6 +169,10 @@ class Worker:
     async def run(self, reader: asyncio.StreamReader) -> None:
         await self.xds.start(self.config.address)
         reporter = asyncio.create_task(self._report_loop())
+        stop_collector = asyncio.Event()
+        collector = (asyncio.create_task(collect_on_schedule(
+            self.config.full_collections, lambda: self.xds.last_activity, stop_collector))
+            if self.config.full_collections is not None else None)
         try:
             while True:
                 message = await receive(reader)
@@ -181,6 +187,9 @@ class Worker:
                 else:
                     raise ValueError(f"unexpected message {type(message).__name__}")
         finally:
+            stop_collector.set()
+            if collector is not None:
+                await collector
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter
@@ -207,6 +216,8 @@ async def main(fd: int) -> None:
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
     # Ctrl-C reaches the whole process group: the primary decides when workers stop.
     loop.add_signal_handler(signal.SIGINT, lambda: None)
+    if config.full_collections is not None:
+        gcpolicy.configure()
     log.info("xDS worker %d (pid %d) on %s", config.index, os.getpid(), config.address)
     with contextlib.suppress(asyncio.CancelledError):
         await Worker(config, writer).run(reader)

@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane.gcpolicy import FullCollections
 from controlplane.model import ModelService
 from xds.limits import StreamLimits
 from xds.lrs import ClusterLoad
@@ -42,6 +43,7 @@ class WorkerConfig:
     limits: StreamLimits
     lrs_interval_s: float
     report_interval_s: float = 0.1
+    full_collections: FullCollections | None = None  # as the primary's (ServeOptions)
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,9 @@ class XdsServer:
         self.stopping = False  # stop() was called: open streams are about to be cancelled
         self._handlers: set[asyncio.Task[Any]] = set()  # the tasks serving open streams
         self.active_streams = 0
+        # When a stream last opened or was pushed to (``clock``): housekeeping that
+        # stalls the loop (a full garbage collection) waits for a quiet moment.
+        self.last_activity = clock()
         # Views, response bytes and names shared by streams in the same state.
         self.shared = SharedViews()
         self.sotw_requests = SotwRequests(canonical=self.shared.names.frozen)
@@ -214,6 +217,7 @@ class XdsServer:
             await self._server.stop(grace)
             self._server = None
             log.info("%s", self.shared.summary())
+            log.info("%s", self.type_versions.summary())
 
     # -- handlers -------------------------------------------------------------
 
@@ -282,6 +286,7 @@ class XdsServer:
 
         self._next_id += self._id_step
         stream_id = self._next_id
+        self.last_activity = self.clock()
         self.active_streams += 1
         unsubscribe = self.cache.subscribe(on_snapshot)
         reader = asyncio.create_task(read())
