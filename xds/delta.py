@@ -327,12 +327,17 @@ class DeltaStream:
             st = self._types.get(type_url)
             if st is None:
                 continue
-            sent = version_of_pairs(self._after(st, st.in_flight).items())
-            acked = version_of_pairs(st.client.items())
+            acked = self._version_held(st.client)
+            sent = (acked if st.in_flight is None
+                    else version_of_pairs(self._after(st, st.in_flight).items()))
             result.append(
                 TypeStatus(type_url, sent, acked, self._state(type_url, st), st.last_nack)
             )
         return result
+
+    def _version_held(self, held: Mapping[str, str]) -> str:
+        """The version named by what a client holds (name → version)."""
+        return version_of_pairs(held.items())
 
     def _state(self, type_url: str, st: _DeltaType) -> SyncState:
         if st.last_nack is not None and any(
