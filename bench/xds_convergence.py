@@ -541,6 +541,8 @@ class RunResult:
     changes_wall_s: float = 0.0
     final_synced: int = 0
     final_proxies: int = 0
+    final_catch_up_s: float = 0.0  # last change ACKed by every client → all SYNCED in the CP
+    proxies_call_s: float = 0.0  # the slowest GET /api/v1/proxies while catching up
     nacks: int = 0
     envoys_synced: bool = False
     per_worker: dict[int, int] = field(default_factory=dict)  # streams per xDS process
@@ -750,9 +752,19 @@ def run_one(
         result.clients_cpu_s = clients.cpu()
         if spy is not None:
             stop_spy(spy)
-        proxies = cp.proxies()
+        # Clients time a change when they send its ACK; the control plane may still be
+        # reading a backlog of ACKs then. Its own view catches up within a few seconds.
+        catch_up0 = time.monotonic()
+        while True:
+            asked = time.monotonic()
+            proxies = cp.proxies()
+            result.proxies_call_s = max(result.proxies_call_s, time.monotonic() - asked)
+            result.final_synced = sum(1 for p in proxies if p["synced"])
+            if result.final_synced == len(proxies) or time.monotonic() - catch_up0 > 30:
+                break
+            time.sleep(1.0)  # each call lists every stream: leave the server time to catch up
+        result.final_catch_up_s = time.monotonic() - catch_up0
         result.final_proxies = len(proxies)
-        result.final_synced = sum(1 for p in proxies if p["synced"])
         result.nacks = sum(1 for p in proxies for t in p["types"] if t["lastNack"])
         result.envoys_synced = all(
             p["synced"] for p in proxies if p["id"] in {e.name for e in envoys}
@@ -874,7 +886,9 @@ def report(results: list[RunResult], args: argparse.Namespace, machine: dict[str
             f"during the change phase ({r.changes_wall_s:.1f} s wall) "
             f"CP CPU {r.cp_cpu_changes_s:.1f} s, simulated-clients CPU "
             f"{r.clients_cpu_changes_s:.1f} s; end: {r.final_synced}/{r.final_proxies} "
-            f"proxies SYNCED, {r.nacks} NACKs, Envoys synced: {r.envoys_synced}; streams per "
+            f"proxies SYNCED ({r.final_catch_up_s:.1f} s after the last ACK was sent; "
+            f"GET /api/v1/proxies took up to {r.proxies_call_s:.1f} s), "
+            f"{r.nacks} NACKs, Envoys synced: {r.envoys_synced}; streams per "
             f"xDS process {r.per_worker}"
             + (f"; {r.shared}" if r.shared else "")
         )
