@@ -282,15 +282,13 @@ class DeltaStream:
             changes = {n: content[n] for n in stale}
         # Held by the client, gone from the view: removed (as sets: the order
         # of names does not matter until they are sorted below).
-        removed = client.keys() - content.keys()
-        if removed and view.held:
-            removed -= view.held
+        removed = self._gone_from_view(client, view)
         wanted = st.names | force if force else st.names
         if wanted:
             # Rule 10: a subscribed name that does not exist, told once.
-            absent = wanted.difference(content, view.held, client, st.told_absent)
+            absent = self._absent(wanted, view, client, st.told_absent)
             if absent:
-                removed |= absent
+                removed = removed | absent
                 st.told_absent = st.told_absent | absent
         if force:
             st.force = force.difference(content, removed) or NO_NAMES
@@ -334,6 +332,19 @@ class DeltaStream:
                 TypeStatus(type_url, sent, acked, self._state(type_url, st), st.last_nack)
             )
         return result
+
+    def _gone_from_view(self, client: Mapping[str, str], view: ordering.Sendable
+                        ) -> frozenset[str]:
+        """Held by the client, gone from the view (and not held back): to remove."""
+        removed = client.keys() - view.content.keys()
+        if removed and view.held:
+            removed -= view.held
+        return frozenset(removed)
+
+    def _absent(self, wanted: frozenset[str], view: ordering.Sendable,
+                client: Mapping[str, str], told: frozenset[str]) -> frozenset[str]:
+        """Names the client wants that do not exist and it was not told of yet."""
+        return frozenset(wanted.difference(view.content, view.held, client, told))
 
     def _version_held(self, held: Mapping[str, str]) -> str:
         """The version named by what a client holds (name → version)."""

@@ -300,20 +300,37 @@ class QuietDeltaStream(DeltaStream):
         )
 
     def _view(self, type_url: str, st: _DeltaType) -> ordering.Sendable:
-        holds, names, acked = self._holds(type_url), st.subscribed(), st.acked
+        # The key holds what ``_holds`` would read; the holds themselves are built only
+        # when the view is (a hit is the usual case: another stream built it).
+        names, acked = st.subscribed(), st.acked
+        cds = self._types.get(C)
+        clusters = cds.client if cds else NO_VERSIONS
         key: tuple[object, ...]
         if type_url == L:
             key = (L, names)
         elif type_url == R:
-            key = (R, names, holds.ready, id(acked))
+            key = (R, names, self._ready(clusters), id(acked))
         else:
-            key = (type_url, names, id(holds.clusters), holds.route_refs, id(acked))
+            refs = self._route_refs() if self._gone() else NO_NAMES
+            key = (type_url, names, id(clusters), refs, id(acked))
         # The snapshot by its table; names, warm clusters and route refs by value.
         return self._versions.of_snapshot(self.snapshot).get(
             key,
-            (holds.clusters, acked),
-            lambda: ordering.sendable(type_url, self.snapshot, names, holds),
+            (clusters, acked),
+            lambda: ordering.sendable(type_url, self.snapshot, names, self._holds(type_url)),
         )
+
+    def _gone_from_view(self, client: Mapping[str, str], view: ordering.Sendable
+                        ) -> frozenset[str]:
+        return self._versions.of_snapshot(self.snapshot).get(
+            ("gone from view", id(client), id(view)), (client, view),
+            lambda: super(QuietDeltaStream, self)._gone_from_view(client, view))
+
+    def _absent(self, wanted: frozenset[str], view: ordering.Sendable,
+                client: Mapping[str, str], told: frozenset[str]) -> frozenset[str]:
+        return self._versions.of_snapshot(self.snapshot).get(
+            ("absent", id(wanted), id(view), id(client), id(told)), (wanted, view, client, told),
+            lambda: super(QuietDeltaStream, self)._absent(wanted, view, client, told))
 
     def _stale(self, content: Mapping[str, Resource], client: Mapping[str, str]) -> tuple[str, ...]:
         return self._versions.of_snapshot(self.snapshot).get(
@@ -329,13 +346,21 @@ class QuietDeltaStream(DeltaStream):
             ("held version", id(held)), (held,), lambda: super(QuietDeltaStream, self)
             ._version_held(held))
 
+    def _names_cover(self, type_url: str, names: frozenset[str]) -> bool:
+        """Whether ``names`` (shared sets) name every resource of the type."""
+        def make() -> bool:
+            current = self.snapshot.resources(type_url)
+            return len(names) >= len(current) and names >= current.keys()
+
+        return self._versions.of_snapshot(self.snapshot).get(
+            ("cover", type_url, id(names)), (names,), make)
+
     def _state(self, type_url: str, st: _DeltaType) -> SyncState:
         # DeltaStream._state without building the target per call, for the usual
         # case: never NACKed, and subscribed to every resource of the type.
         if st.last_nack is not None:
             return super()._state(type_url, st)
-        current = self.snapshot.resources(type_url)
-        if not (st.wildcard or (len(st.names) >= len(current) and st.names >= current.keys())):
+        if not (st.wildcard or self._names_cover(type_url, st.names)):
             return super()._state(type_url, st)
         if st.in_flight is not None:
             return SyncState.STALE
