@@ -26,7 +26,7 @@ from controlplane.model import (
     route_config_name,
 )
 from controlplane.openapi import openapi_document
-from controlplane.proxy_rows import proxy_rows, sort_rows
+from controlplane.proxy_rows import parse_filter, proxy_rows, sort_rows
 from controlplane.store import Store
 from controlplane.worker_pool import WorkerPool
 from xds.server import XdsServer
@@ -174,9 +174,15 @@ class AdminApi:
                                  remote)
         return web.json_response(body)
 
-    async def proxies(self, _: web.Request) -> web.Response:
-        proxies = proxy_rows(self.xds.proxies.values())
+    async def proxies(self, request: web.Request) -> web.Response:
+        try:
+            only = parse_filter({k: request.query[k] for k in request.query},
+                                request.query.getall("node", []))
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        proxies = proxy_rows(self.xds.proxies.values(), 0, only)
         if self.workers is not None:
-            proxies += await self.workers.query("proxies")
+            proxies += await self.workers.query("proxies", proxy_filter=only)
         proxies = sort_rows(proxies)
-        return web.json_response({"proxies": proxies})
+        shown = proxies[:only.limit] if only.limit is not None else proxies
+        return web.json_response({"proxies": shown, "total": len(proxies)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controlplane.proxy_rows import MAX_LIMIT
 from controlplane.rollout.machine import Phase
 
 OBJ: dict[str, Any] = {"type": "object"}
@@ -42,8 +43,9 @@ SERVICES = {"type": "object", "required": ["revision", "snapshot", "services", "
                            "services": {"type": "array", "items": SERVICE},
                            "documents": {"type": "array", "items": OBJ},
                            "sources": {"type": "array", "items": OBJ}}}
-PROXIES = {"type": "object", "required": ["proxies"],
-           "properties": {"proxies": {"type": "array", "items": {
+PROXIES = {"type": "object", "required": ["proxies", "total"],
+           "properties": {"total": {"type": "integer", "minimum": 0},
+                          "proxies": {"type": "array", "items": {
                "type": "object", "required": ["id", "variant", "synced", "types"],
                "properties": {"id": STR, "variant": {"enum": ["sotw", "delta"]},
                               "stream": {"type": "integer"},
@@ -95,8 +97,18 @@ def openapi_document() -> dict[str, Any]:
             "responses": {"200": _json({"type": "object", "required": [
                 "service", "consistent", "mismatches", "proxies", "pods"]}),
                 "404": _json(ERROR, "no such service"), **READ_DENIED}}},
-        "/api/v1/proxies": {"get": {"summary": "connected proxies and their sync state",
-                                    "responses": {"200": _json(PROXIES), **READ_DENIED}}},
+        "/api/v1/proxies": {"get": {
+            "summary": "connected proxies and their sync state (total: every match)",
+            "parameters": [
+                {"name": "node", "in": "query", "required": False, "explode": True,
+                 "schema": {"type": "array", "items": STR}},
+                {"name": "cluster", "in": "query", "required": False, "schema": STR},
+                {"name": "synced", "in": "query", "required": False,
+                 "schema": {"type": "boolean"}},
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}}],
+            "responses": {"200": _json(PROXIES), "400": _json(ERROR, "bad query parameter"),
+                          **READ_DENIED}}},
         "/api/v1/experiments": {"get": {"summary": "every experiment's run", "responses": {
             "200": _json({"type": "object", "required": ["experiments"],
                           "properties": {"experiments": {"type": "array",

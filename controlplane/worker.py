@@ -114,7 +114,7 @@ class Worker:
     def answer(self, query: Query) -> Answer:
         infos = list(self.xds.proxies.values())
         if query.kind == "proxies":
-            return Answer(query.id, proxy_rows(infos, self.config.index))
+            return Answer(query.id, proxy_rows(infos, self.config.index, query.proxy_filter))
         if query.kind == "consistency" and query.service is not None:
             return Answer(query.id, proxy_views(query.service, self.cache.snapshot, infos))
         raise ValueError(f"unknown worker query {query.kind!r}")

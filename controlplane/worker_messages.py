@@ -22,6 +22,7 @@ from typing import Any
 
 from controlplane.gcpolicy import FullCollections
 from controlplane.model import ModelService
+from controlplane.proxy_rows import ProxyFilter
 from xds.limits import StreamLimits
 from xds.lrs import ClusterLoad
 from xds.protocol import Nack
@@ -72,6 +73,7 @@ class Query:
     id: int
     kind: str
     service: ModelService | None = None
+    proxy_filter: ProxyFilter | None = None  # for ``proxies``
 
 
 # ---------------------------------------------------------------- worker -> primary

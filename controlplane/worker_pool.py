@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from controlplane.model import ModelService
+from controlplane.proxy_rows import ProxyFilter
 from controlplane.rollout.sync import SyncPart
 from controlplane.worker_messages import (
     Answer,
@@ -124,7 +125,7 @@ class WorkerPool:
                         tuple(n for a in parts for n in a.nacked))
 
     async def query(self, kind: str, service: ModelService | None = None,
-                    ) -> list[dict[str, Any]]:
+                    proxy_filter: ProxyFilter | None = None) -> list[dict[str, Any]]:
         """Every worker's rows; a worker that does not answer in time is left out
         (logged)."""
         loop = asyncio.get_running_loop()
@@ -135,7 +136,7 @@ class WorkerPool:
             qid = next(self._ids)
             future: asyncio.Future[Answer] = loop.create_future()
             self._answers[qid] = future
-            w.outbox.append(Query(qid, kind, service))
+            w.outbox.append(Query(qid, kind, service, proxy_filter))
             w.wake.set()
             pending.append((w.index, qid, future))
         rows: list[dict[str, Any]] = []

@@ -27,6 +27,8 @@ from tests.integration.xds_env import (
     InProcessControlPlane,
     TrafficLoop,
     chat_url,
+    get_json,
+    get_text,
     route_weights,
     service_doc,
     start_envoy,
@@ -111,6 +113,7 @@ async def test_streams_on_both_processes_form_one_fleet(
 
             raw = await async_wait_for(nacked, 20, interval=0.2, what="every raw client NACKED")
             assert {p["worker"] for p in raw} == {0, 1}
+            await filtered_listings(cp, raw)
             assert {p["types"][0]["lastNack"] for p in raw} == {
                 f"raw-{i:02d} refuses" for i in range(RAW_CLIENTS)}
             async def counted() -> bool:
@@ -136,6 +139,26 @@ async def test_streams_on_both_processes_form_one_fleet(
         finally:
             for c in clients:
                 await c.close()
+
+
+async def filtered_listings(cp: InProcessControlPlane, raw: list[dict[str, Any]]) -> None:
+    """/api/v1/proxies filters every process's streams alike (raw clients: all NACKED)."""
+    base = cp.admin_url + "/api/v1/proxies"
+    by_process = {p["worker"]: p["id"] for p in raw}  # one raw client on each process
+    picked = sorted(by_process.values())
+    doc = await get_json(f"{base}?node={picked[0]}&node={picked[1]}")
+    assert [p["id"] for p in doc["proxies"]] == picked and doc["total"] == 2
+    assert {p["worker"] for p in doc["proxies"]} == {0, 1}
+    doc = await get_json(f"{base}?cluster=raw&synced=false")
+    assert doc["total"] == RAW_CLIENTS
+    assert sorted(p["id"] for p in doc["proxies"]) == sorted(p["id"] for p in raw)
+    assert (await get_json(f"{base}?cluster=raw&synced=true"))["total"] == 0
+    doc = await get_json(f"{base}?cluster=raw&limit=5")
+    assert [p["id"] for p in doc["proxies"]] == [f"raw-{i:02d}" for i in range(5)]
+    assert doc["total"] == RAW_CLIENTS
+    for bad, says in (("limit=0", "limit"), ("synced=yes", "synced"), ("nodes=x", "'nodes'")):
+        status, text = await get_text(f"{base}?{bad}")
+        assert status == 400 and says in text, (bad, status, text)
 
 
 async def test_a_killed_worker_comes_back_and_its_proxies_resync(
