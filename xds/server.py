@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
@@ -23,7 +22,13 @@ from google.protobuf.message import DecodeError
 from xds._wire import wire_pb2
 from xds.cache import SnapshotCache
 from xds.delta import DeltaRequest, DeltaResponse, DeltaStream
-from xds.limits import StreamLimits, TokenBucket, peer_host
+from xds.limits import (
+    AdmissionQueue,
+    StreamLimits,
+    TokenBucket,
+    default_push_limit,
+    peer_host,
+)
 from xds.protocol import (
     ACKED,
     ErrorDetail,
@@ -87,52 +92,6 @@ class ProxyInfo:
 
     def status(self) -> list[TypeStatus]:
         return self.machine.status()
-
-
-def default_push_limit() -> int:
-    # istiod's bound on concurrent pushes: min(15 + 5 × cores, 100).
-    return min(15 + 5 * (os.cpu_count() or 1), 100)
-
-
-@dataclass(frozen=True)
-class AdmissionQueue:
-    """How many new streams may wait to be admitted, and for how long.
-
-    grpc.aio takes one incoming call from gRPC core per turn of the event
-    loop; streams that arrive faster wait in core's queue of calls the
-    application has not picked up yet. That happens whenever many proxies
-    connect together: a fleet starting, or every proxy reconnecting after a
-    control-plane restart, while the loop is busy with the first pushes of the
-    streams already admitted. Core's defaults drop calls from that queue
-    without a trace (the proxy sees CANCELLED, the server logs nothing, the
-    handler never runs): at random once more than 1,000 wait, every one
-    beyond 3,000 (``grpc.server.max_pending_requests`` and its
-    ``_hard_limit``), and any call that waited 30 s
-    (``grpc.server_max_unrequested_time_in_server``). With those, 2,000
-    simulated proxies connecting at once lost streams after about 300 were
-    admitted (bench/XDS.md, "Connect storms").
-
-    A waiting stream holds only core's call state and its buffered first
-    request (no task, no stream machine), so the queue is sized for a fleet:
-    ``max_streams`` is both the soft and the hard limit (no random early
-    drop below it) and ``max_wait_s`` is well above the time a burst of that
-    size takes to be admitted (at the rate measured on 2 cores, about 100 s
-    for 20,000). Beyond them core still sheds load.
-    """
-
-    max_streams: int = 20_000
-    max_wait_s: int = 300
-
-    def __post_init__(self) -> None:
-        if self.max_streams < 1 or self.max_wait_s < 1:
-            raise ValueError(f"admission queue bounds must be positive: {self}")
-
-    def channel_args(self) -> list[tuple[str, int]]:
-        return [
-            ("grpc.server.max_pending_requests", self.max_streams),
-            ("grpc.server.max_pending_requests_hard_limit", self.max_streams),
-            ("grpc.server_max_unrequested_time_in_server", self.max_wait_s),
-        ]
 
 
 class _Wake:

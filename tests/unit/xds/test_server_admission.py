@@ -5,7 +5,7 @@ grpc.aio takes one incoming call from gRPC core per turn of the event loop, so
 streams that arrive together wait in core's queue of calls the application has
 not picked up yet. With core's defaults a queue of more than 1,000 calls loses
 some of them (CANCELLED, nothing logged); ``XdsServer`` sizes that queue for a
-fleet (see ``xds.server.AdmissionQueue``). Here every stream is opened before
+fleet (see ``xds.limits.AdmissionQueue``). Here every stream is opened before
 the event loop gets back to the server, so all of them queue at once.
 """
 
@@ -19,7 +19,8 @@ import pytest
 from tests.unit.xds.worlds import C, world
 from xds._wire import wire_pb2 as w
 from xds.cache import SnapshotCache
-from xds.server import ADS_SERVICE, SOTW_METHOD, AdmissionQueue, XdsServer
+from xds.limits import AdmissionQueue
+from xds.server import ADS_SERVICE, SOTW_METHOD, XdsServer
 
 SOTW = f"/{ADS_SERVICE}/{SOTW_METHOD}"
 STREAMS = 1_500  # more than gRPC core's default queue (1,000) lets through
