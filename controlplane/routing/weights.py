@@ -29,6 +29,8 @@ floored at 0.05 (the recipe of the leading LLM routers). Then, in this order:
   enough traffic to be measured and nobody drops to zero;
 - stale signals (no completions for ``stale_after``, too few to estimate, or a
   garbage report) keep the last weight and take no part in the comparison;
+- scale: when the weights' total drifts more than ``DRIFT``× from the priors'
+  total, all of them are halved (or doubled) together, which changes no share;
 - a new endpoint starts at the mean: its prior (declared weight × GPU
   capacity) times the mean ratio of weight to prior of the others — neither a
   cold start at zero nor at a stale extreme, the weakness of naive
@@ -46,7 +48,11 @@ from dataclasses import dataclass, replace
 
 from controlplane.model import ResponseTimeTuning
 
-__all__ = ["EndpointWeight", "Sample", "SignalState", "Tuning", "signal_state", "update"]
+__all__ = ["DRIFT", "EndpointWeight", "Sample", "SignalState", "Tuning", "signal_state",
+           "update"]
+
+# The weights' total stays within this factor of the priors' total (``_anchored``).
+DRIFT = 2.0
 
 
 @dataclass(frozen=True)
@@ -213,8 +219,29 @@ def update(previous: Mapping[str, EndpointWeight], priors: Mapping[str, int],
     for _ in range(3):  # raising some to the floor raises the mean a little: settle it
         floor = tuning.floor * sum(weights.values()) / len(weights)
         weights.update({k: floor for k in fresh if weights[k] < floor})
+    weights = _anchored(weights, sum(priors.values()))
     for key, s in state.items():
         w = weights[key]
         if key in moved or w != s.weight:
             state[key] = replace(s, weight=max(1, round(w)))
     return state
+
+
+def _anchored(weights: dict[str, float], anchor: float) -> dict[str, float]:
+    """``weights`` halved or doubled together until their total is within a factor
+    ``DRIFT`` of the priors' total.
+
+    Every move is relative (to the others' response times, to the prior share), so
+    nothing else pins the weights' scale: a pod that keeps being pushed down and
+    climbing back ratchets every weight up, past Envoy's uint32 limit on a
+    locality's total within the hour. Scaling all of them together changes no share;
+    by powers of two, so that it happens seldom and an endpoint's weight stays the
+    same number between rescales (a stale one's in particular).
+    """
+    total = sum(weights.values())
+    factor = 1.0
+    while total * factor > DRIFT * anchor:
+        factor /= 2
+    while total * factor < anchor / DRIFT:
+        factor *= 2
+    return weights if factor == 1.0 else {k: w * factor for k, w in weights.items()}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controlplane.routing.weights import (
+    DRIFT,
     EndpointWeight,
     Sample,
     SignalState,
@@ -126,21 +128,79 @@ def test_bounded_step_floor_and_positive_weights(
     for i, samples in enumerate(steps):
         new = update(state, priors, samples, 2.0 * i, T)
         assert set(new) == set(priors)
-        mean = sum(s.weight for s in new.values()) / len(new)
-        for key, s in new.items():
-            assert s.weight >= 1
-            if key not in state:
-                continue
-            old = state[key].weight
-            fresh = signal_state(new[key], samples.get(key), 2.0 * i, T) is SignalState.OK
-            # A move is bounded by max_step, unless it lifts an endpoint to the floor.
-            assert s.weight <= max(old * T.max_step, T.floor * mean) + 1
-            assert s.weight >= old / T.max_step - 1
-            if fresh:
-                assert s.weight >= T.floor * mean - 1
-            else:
-                assert s.weight == old  # stale, garbage or sparse: last weight kept
+        # Bounded in the same way whichever common rescale (a power of two) happened.
+        assert any(_bounded(state, new, samples, 2.0 * i, k) for k in (0.25, 0.5, 1, 2, 4))
         state = new
+
+
+def _bounded(state: dict[str, EndpointWeight], new: dict[str, EndpointWeight],
+             samples: dict[str, Sample | None], now: float, rescale: float) -> bool:
+    mean = sum(s.weight for s in new.values()) / len(new)
+    for key, s in new.items():
+        if s.weight < 1:
+            return False
+        if key not in state:
+            continue
+        old = state[key].weight * rescale
+        fresh = signal_state(new[key], samples.get(key), now, T) is SignalState.OK
+        # A move is bounded by max_step, unless it lifts an endpoint to the floor.
+        if not old / T.max_step - 1 <= s.weight <= max(old * T.max_step, T.floor * mean) + 1:
+            return False
+        if fresh and s.weight < T.floor * mean - 1:
+            return False
+        if not fresh and abs(s.weight - old) > max(1, rescale):  # stale: last weight kept
+            return False
+    return True
+
+
+def queueing_samples(weights: dict[str, int], capacity: dict[str, float], rate: float,
+                     noise: list[float]) -> dict[str, Sample | None]:
+    """One window of pods that slow down as they fill (M/M/1-like: rt = 0.5 / (1 − ρ))."""
+    total = sum(weights.values())
+    out: dict[str, Sample | None] = {}
+    for j, (key, w) in enumerate(weights.items()):
+        arrivals = rate * w / total
+        rho = min(0.95, arrivals / capacity[key])
+        out[key] = sample(0.5 / (1 - rho) * noise[j % len(noise)], rate=arrivals)
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(5.0, 40.0), min_size=2, max_size=5),
+       st.lists(st.sampled_from([100, 200, 300]), min_size=5, max_size=5),
+       st.lists(st.floats(0.9, 1.1), min_size=400, max_size=400))
+def test_the_weights_scale_stays_anchored_to_the_priors(
+        speeds: list[float], declared: list[int], noise: list[float]) -> None:
+    """Pods whose speeds do not match their priors, under noise, for hundreds of updates:
+    the weights' total stays within DRIFT× the priors' (uint32 is far away)."""
+    keys = KEYS[:len(speeds)]
+    priors = dict(zip(keys, declared, strict=False))
+    capacity = dict(zip(keys, speeds, strict=True))
+    anchor = sum(priors.values())
+    state: dict[str, EndpointWeight] = {}
+    for i in range(0, len(noise), 2):
+        weights = {k: state[k].weight if k in state else priors[k] for k in keys}
+        state = update(state, priors, queueing_samples(weights, capacity, 0.6 * sum(speeds),
+                                                       noise[i:i + 2]), 2.0 * i, T)
+        total = sum(s.weight for s in state.values())
+        assert anchor / DRIFT - len(keys) <= total <= DRIFT * anchor + len(keys)
+
+
+def test_a_pod_pushed_down_and_climbing_back_does_not_ratchet_every_weight_up() -> None:
+    """The case that grew weights past a million within 500 updates: priors 2:1:1, true
+    speeds 3:2:1, ±5 % noise."""
+    priors = dict(zip(KEYS, [200, 100, 100], strict=False))
+    capacity = dict(zip(KEYS, [30.0, 20.0, 10.0], strict=False))
+    rng = random.Random(1)
+    noise = [rng.uniform(0.95, 1.05) for i in range(2400)]
+    state: dict[str, EndpointWeight] = {}
+    for i in range(800):
+        weights = {k: state[k].weight if k in state else priors[k] for k in priors}
+        state = update(state, priors, queueing_samples(weights, capacity, 60.0,
+                                                       noise[3 * i:3 * i + 3]), 2.0 * i, T)
+    assert sum(s.weight for s in state.values()) <= DRIFT * 400 + 3
+    weights = {k: s.weight for k, s in state.items()}
+    assert weights[KEYS[0]] > weights[KEYS[1]] > weights[KEYS[2]]  # fastest most
 
 
 @settings(max_examples=200, deadline=None)
