@@ -82,6 +82,15 @@ CASES = [
      "'reset' is listed twice"),
     ("batch-listener-clash", BODY + "offline: {listener: {address: 127.0.0.1, port: 10000}}\n",
      "spec.offline.listener", "must differ from the service's listener"),
+    ("weights-past-uint32", BODY.replace("port: 8000}", "port: 8000, weight: 1000000, "
+                                         "labels: {gpu: h100}}")
+     + "loadBalancing: {capacity: {h100: 50}}\n", "spec.versions[0].endpoints",
+     "add up to 5000000000 at priority 0, above Envoy's limit of 4294967295"),
+    ("weights-past-half-uint32", BODY.replace("port: 8000}", "port: 8000, weight: 1000000, "
+                                              "labels: {gpu: h100}}")
+     + "loadBalancing: {policy: response_time, capacity: {h100: 30}}\n",
+     "spec.versions[0].endpoints", "add up to 3000000000 at priority 0, above Envoy's limit of "
+     "2147483647 (response_time keeps 2× room)"),
     ("batch-cap-negative", BODY + "offline: {maxConcurrency: -1}\n",
      "spec.offline.maxConcurrency", "must be between 0 and 1000000"),
 ]
