@@ -143,9 +143,9 @@ def check_weight_totals(doc: Document, spec: Value, version: Value, errors: Erro
                  zone.text() if zone is not None else "")
         totals[group] = totals.get(group, 0) + max(1, round(w * factor * scale))
     limit = UINT32_MAX // (round(DRIFT) if measured else 1)
-    for (priority, zone), total in sorted(totals.items()):
+    for (level, zone_name), total in sorted(totals.items()):
         if total > limit:
-            where = f"priority {priority}" + (f", zone {zone}" if zone else "")
+            where = f"priority {level}" + (f", zone {zone_name}" if zone_name else "")
             how = (f"weight × capacity × {WEIGHT_SCALE}" if scale > 1 else "weight")
             room = f" (response_time keeps {round(DRIFT)}× room)" if measured else ""
             doc.error(errors, endpoints, endpoints.path,
