@@ -106,7 +106,8 @@ class App:
         self.encoder = ResourceEncoder()
         # Endpoint weights and batch caps from the proxies' load reports (LRS, served
         # on the xDS port); the proxy count sizes each proxy's share of the batch cap.
-        self.routing = RoutingController(self.store, lambda: len(self.proxy_nodes()))
+        self.routing = RoutingController(self.store, lambda: len(self.proxy_nodes()),
+                                         nodes=self.proxy_nodes)
         if options.workers < 1:
             raise ValueError(f"workers: expected at least 1, got {options.workers}")
         self.xds = XdsServer(self.cache, observer=self.metrics,

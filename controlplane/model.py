@@ -321,11 +321,20 @@ class RoutingState:
 
     ``weights`` replace the pushed weight of the endpoint with that ``key`` in
     every version (routing owns per-endpoint weights; an experiment owns version
-    weights and membership). ``batch_max_requests`` is the batch cap per proxy.
+    weights and membership). ``batch_caps`` is the batch cap per proxy of each
+    version's batch cluster, ``batch_max_requests`` their sum (the cap of every
+    version's batch cluster when ``batch_caps`` is empty).
     """
 
     weights: tuple[tuple[str, int], ...] = ()  # sorted (endpoint key, weight >= 1)
     batch_max_requests: int | None = None
+    batch_caps: tuple[tuple[str, int], ...] = ()  # sorted (version name, cap per proxy)
+
+    def batch_cap(self, version: str) -> int:
+        """The cap of ``version``'s batch cluster (0 until the controller has sized it)."""
+        if self.batch_caps:
+            return dict(self.batch_caps).get(version, 0)
+        return self.batch_max_requests or 0
 
 
 @dataclass(frozen=True)

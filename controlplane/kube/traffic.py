@@ -76,7 +76,8 @@ def encode(overrides: dict[str, TrafficOverride],
     data = {s: json.dumps(to_json(o), sort_keys=True) for s, o in sorted(overrides.items())}
     for service, r in sorted((routings or {}).items()):
         data[ROUTING_PREFIX + service] = json.dumps(
-            {"weights": [list(w) for w in r.weights], "batch": r.batch_max_requests},
+            {"weights": [list(w) for w in r.weights], "batch": r.batch_max_requests,
+             "batchCaps": [list(c) for c in r.batch_caps]},
             sort_keys=True)
     return data
 
@@ -84,7 +85,8 @@ def encode(overrides: dict[str, TrafficOverride],
 def routing_from_json(d: dict[str, Any]) -> RoutingState:
     batch = d.get("batch")
     return RoutingState(tuple((str(k), int(w)) for k, w in d.get("weights", [])),
-                        int(batch) if batch is not None else None)
+                        int(batch) if batch is not None else None,
+                        tuple((str(v), int(c)) for v, c in d.get("batchCaps", [])))
 
 
 class TrafficShare:

@@ -8,8 +8,11 @@ may use the spare of the whole fleet::
 
     cap = min(maxConcurrency, floor(Σ_pods max(0, slots_i − online_i)))
 
-Each proxy enforces its own share (Envoy's circuit breakers count per proxy),
-``cap // proxies``. The cap moves when online load moves, but slowly: a new cap
+Every version has its own batch cluster, so its own cap, from its own pods
+(``version_caps``). Each proxy enforces its own share (Envoy's circuit breakers
+count per proxy), ``cap // proxies``, where ``proxies`` are those that report
+load for the service (a debug client or an idle Envoy connected to the control
+plane takes no share). The cap moves when online load moves, but slowly: a new cap
 is a new batch cluster (CDS), and Envoy starts a replaced cluster's circuit
 breaker from zero while the old cluster's requests finish, so every change lets
 up to one extra cap of batch requests in for as long as those last. Hence a
@@ -23,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-__all__ = ["fleet_cap", "per_proxy_cap"]
+__all__ = ["fleet_cap", "per_proxy_cap", "version_caps"]
 
 HYSTERESIS = 0.2
 CHANGE_EVERY = 5  # intervals between two changes of the cap (unless it must drop)
@@ -35,6 +38,19 @@ def fleet_cap(slots: Mapping[str, float], online: Mapping[str, float],
     spare = sum(max(0.0, s - online.get(k, 0.0)) for k, s in slots.items())
     cap = math.floor(spare + 1e-9)
     return cap if max_concurrency is None else min(cap, max_concurrency)
+
+
+def version_caps(slots: Mapping[str, Mapping[str, float]], online: Mapping[str, float],
+                 max_concurrency: int | None = None) -> dict[str, int]:
+    """Per version (its own batch cluster, its own circuit breaker): what its pods can
+    take on top of their online load; ``max_concurrency`` bounds the sum, shared out in
+    proportion. (One fleet cap on every version's cluster would let each version's pods
+    take the whole fleet's spare: a canary's few pods most of all.)"""
+    caps = {version: fleet_cap(pods, online) for version, pods in slots.items()}
+    whole = sum(caps.values())
+    if max_concurrency is not None and whole > max_concurrency:
+        caps = {version: cap * max_concurrency // whole for version, cap in caps.items()}
+    return caps
 
 
 def per_proxy_cap(total: int, proxies: int, previous: int | None,

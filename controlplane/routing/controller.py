@@ -13,7 +13,8 @@ Metrics (read at scrape time, nothing stale survives a removed service):
 ``sluice_routing_response_time_seconds{service,endpoint}`` (smoothed),
 ``sluice_routing_signal{service,endpoint,state}`` (1 for the current state:
 ok, stale, new, garbage — a stale or garbage endpoint keeps its last weight),
-``sluice_routing_batch_cap{service,scope="proxy"|"fleet"}``,
+``sluice_routing_batch_cap{service,scope="proxy"|"fleet"}`` (summed over versions),
+``sluice_routing_reporting_proxies{service}`` (those that share the cap),
 ``sluice_routing_load_reports_total``,
 ``sluice_routing_garbage_reports_total`` and, with pod metrics from Prometheus,
 ``sluice_routing_pod_metrics{service,endpoint,state}`` (ok, garbage, absent).
@@ -60,6 +61,8 @@ log = logging.getLogger("sluice.routing")
 
 GARBAGE = Sample(completed=math.nan, busy=math.nan)
 LRS_INTERVAL_S = 0.5  # more in-flight readings per window: a sharper Little's law
+REPORTERS_FORGET_S = 30.0  # a proxy silent this long no longer takes a share of the cap
+NO_REPORTS_WARN_S = 30.0  # proxies connected this long and no report: say so
 
 
 def routed(service: ModelService) -> bool:
@@ -89,10 +92,14 @@ def priors(service: ModelService) -> dict[str, int]:
 class RoutingController:
     def __init__(self, store: Store, proxies: Callable[[], int],
                  clock: Callable[[], float] = time.monotonic,
-                 lrs_interval_s: float = LRS_INTERVAL_S) -> None:
+                 lrs_interval_s: float = LRS_INTERVAL_S,
+                 nodes: Callable[[], set[str]] | None = None) -> None:
         self.store = store
         self.clock = clock
+        # Proxies on every replica (each enforces a share of the batch cap), and the
+        # node ids connected to this one (those that send no load report take none).
         self.proxies = proxies
+        self.nodes = nodes
         self.window = LoadWindow(clock())
         self.lrs = LoadReportingService(self.on_report, lrs_interval_s)
         self.weights: dict[str, dict[str, EndpointWeight]] = {}
@@ -100,7 +107,12 @@ class RoutingController:
         self.caps: dict[str, tuple[int, int]] = {}  # service -> (per proxy, fleet)
         self.tunings: dict[str, Tuning] = {}
         self._due: dict[str, float] = {}
-        self._cap_changed: dict[str, float] = {}
+        # Per service and version: the cap last set and when it changed.
+        self._held: dict[str, dict[str, int]] = {}
+        self._cap_changed: dict[str, dict[str, float]] = {}
+        self.reporters: dict[str, dict[str, float]] = {}  # service -> node -> last report
+        self._first_seen: dict[str, float] = {}
+        self._warned: set[str] = set()
         # Pods' own gauges from Prometheus, per service: (when, what); and per endpoint
         # what the last answer said about it (ok, garbage, absent).
         self.pod_load: dict[str, tuple[float, PodLoad]] = {}
@@ -173,6 +185,10 @@ class RoutingController:
         self.caps.pop(name, None)
         self.tunings.pop(name, None)
         self._cap_changed.pop(name, None)
+        self._held.pop(name, None)
+        self.reporters.pop(name, None)
+        self._first_seen.pop(name, None)
+        self._warned.discard(name)
         self.store.set_routing(name, None)
 
     def routing_for(self, service: ModelService, take: WindowTake, now: float) -> RoutingState:
@@ -190,21 +206,60 @@ class RoutingController:
             self.states[name] = {k: signal_state(s, samples.get(k), now, tuning)
                                  for k, s in state.items()}
             weights = tuple(sorted((k, s.weight) for k, s in state.items()))
-        cap = None
-        if (offline := service.offline) is not None:
-            unit = WEIGHT_SCALE if scaled_weights(service) else 1
-            slots = {k: offline.concurrency_per_pod * p / unit for k, p in prior.items()}
-            online = {k: take.in_flight(k) for k in prior}
-            total = batch.fleet_cap(slots, online, offline.max_concurrency)
-            previous = self.caps.get(name)
-            cap = batch.per_proxy_cap(total, max(1, self.proxies()),
-                                      previous[0] if previous else None,
-                                      now - self._cap_changed.get(name, -math.inf),
+        if service.offline is None:
+            return RoutingState(weights)
+        caps = self._batch_caps(service, prior, take, now)
+        return RoutingState(weights, sum(caps.values()), tuple(sorted(caps.items())))
+
+    def _batch_caps(self, service: ModelService, prior: dict[str, int], take: WindowTake,
+                    now: float) -> dict[str, int]:
+        """Per version, the batch requests each proxy may have in flight."""
+        offline, name = service.offline, service.name
+        assert offline is not None
+        unit = WEIGHT_SCALE if scaled_weights(service) else 1
+        slots = {v.name: {e.key: offline.concurrency_per_pod * prior[e.key] / unit
+                          for e in v.endpoints} for v in service.versions}
+        online = {k: take.in_flight(k) for k in prior}
+        totals = batch.version_caps(slots, online, offline.max_concurrency)
+        proxies = self._reporting(service, take, now)
+        held, changed = self._held.setdefault(name, {}), self._cap_changed.setdefault(name, {})
+        caps: dict[str, int] = {}
+        for version, total in totals.items():
+            cap = batch.per_proxy_cap(total, proxies, held.get(version),
+                                      now - changed.get(version, -math.inf),
                                       batch.CHANGE_EVERY * offline.interval_ms / 1000)
-            if previous is None or cap != previous[0]:
-                self._cap_changed[name] = now
-            self.caps[name] = (cap, total)
-        return RoutingState(weights, cap)
+            if held.get(version) != cap:
+                changed[version] = now
+            held[version] = caps[version] = cap
+        for version in set(held) - set(totals):
+            del held[version]
+            changed.pop(version, None)
+        self.caps[name] = (sum(caps.values()), sum(totals.values()))
+        return caps
+
+    def _reporting(self, service: ModelService, take: WindowTake, now: float) -> int:
+        """Proxies that take a share of the cap: every one connected to any replica but
+        those connected here that sent no load report for the service lately (a debug
+        client, an idle Envoy); while none reports, every one, and a warning says why
+        the controller sees no load. (Proxies on other replicas report there.)"""
+        seen = self.reporters.setdefault(service.name, {})
+        seen.update(dict.fromkeys(take.proxies, now))
+        for node in [n for n, at in seen.items() if now - at > REPORTERS_FORGET_S]:
+            del seen[node]
+        if seen:
+            if self.nodes is None:
+                return len(seen)
+            silent = self.nodes() - seen.keys()  # connected here, no report for the service
+            return max(1, len(seen), self.proxies() - len(silent))
+        first = self._first_seen.setdefault(service.name, now)
+        connected = self.proxies()
+        if connected and now - first > NO_REPORTS_WARN_S and service.name not in self._warned:
+            self._warned.add(service.name)
+            log.warning("service %s: %d proxies connected, none sends load reports (LRS): "
+                        "weights and the batch cap see no online load; give the proxies' "
+                        "bootstrap cluster_manager.load_stats_config (README: Load reports)",
+                        service.name, connected)
+        return max(1, connected)
 
 
     def _refine(self, service: ModelService, samples: dict[str, Sample | None], now: float,
@@ -273,6 +328,12 @@ class RoutingCollector(Collector):
         for service, (per_proxy, fleet) in sorted(c.caps.items()):
             cap.add_metric([service, "proxy"], per_proxy)
             cap.add_metric([service, "fleet"], fleet)
+        reporting = GaugeMetricFamily("sluice_routing_reporting_proxies",
+                                      "Proxies that sent load reports for the service lately "
+                                      "(each takes a share of the batch cap)",
+                                      labels=["service"])
+        for service, seen in sorted(c.reporters.items()):
+            reporting.add_metric([service], len(seen))
         reports = CounterMetricFamily("sluice_routing_load_reports",
                                       "Load reports received from proxies (LRS)")
         reports.add_metric([], c.lrs.reports)
@@ -286,4 +347,4 @@ class RoutingCollector(Collector):
             for key, what in sorted(said.items()):
                 for choice in ("ok", "garbage", "absent"):
                     pods.add_metric([service, key, choice], 1.0 if what == choice else 0.0)
-        yield from (weight, rt, signal, cap, reports, garbage, pods)
+        yield from (weight, rt, signal, cap, reporting, reports, garbage, pods)

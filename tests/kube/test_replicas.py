@@ -177,7 +177,7 @@ async def test_followers_push_the_leaders_endpoint_weights(apiserver: ApiServer)
         await until(lambda: a.leading, 10)
         async with Replica(apiserver.url, "b") as b:
             await until(lambda: a.app.routing.active and not b.app.routing.active, 10)
-            routing = RoutingState((("10.0.0.1:80", 300), ("10.0.0.3:80", 100)), 7)
+            routing = RoutingState((("10.0.0.1:80", 300), ("10.0.0.3:80", 100)), 7, (("v1", 7),))
             a.app.store.set_routing("chat", routing)
             await until(lambda: b.app.store.routing("chat") == routing, 10)
             await until(lambda: b.app.cache.snapshot.version == a.app.cache.snapshot.version,

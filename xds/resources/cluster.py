@@ -146,7 +146,7 @@ def batch_inputs(service: ModelService, version: Version, base: ClusterInputs) -
     The cap is per proxy (each Envoy counts its own requests); until the routing
     controller has sized it, batch gets nothing.
     """
-    cap = service.routing.batch_max_requests or 0
+    cap = service.routing.batch_cap(version.name)
     cb = service.circuit_breakers
     return replace(
         base,

@@ -127,6 +127,14 @@ def test_offline_class_clusters_routes_listener_and_retry_after() -> None:
     limits = clusters["chat/v2/batch"].circuit_breakers.thresholds[0]
     assert (limits.max_requests, limits.max_pending_requests) == (5, 5)
     assert clusters["chat/v2"].circuit_breakers.thresholds[0].max_requests == 10_000
+    # Per version once the controller has sized each one (a version it has not: none).
+    per_version = _clusters(dataclasses.replace(
+        svc, routing=RoutingState(batch_max_requests=5, batch_caps=(("v1", 4), ("v2", 1)))))
+    assert [per_version[f"chat/{v}/batch"].circuit_breakers.thresholds[0].max_requests
+            for v in ("v1", "v2")] == [4, 1]
+    unsized = _clusters(dataclasses.replace(
+        svc, routing=RoutingState(batch_max_requests=5, batch_caps=(("v1", 5),))))
+    assert unsized["chat/v2/batch"].circuit_breakers.thresholds[0].max_requests == 0
     batch, *_ = roundtrip(build_route_configuration(route_inputs(svc))).virtual_hosts[0].routes
     assert (batch.match.headers[0].name, batch.match.headers[0].string_match.exact) == \
         ("x-priority", "batch")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 
@@ -156,10 +157,64 @@ def test_controller_sets_weights_and_caps_through_the_store() -> None:
     assert routing.batch_max_requests == 6
     assert controller.caps["chat"] == (6, 12)
     controller.on_report("gw", [ClusterLoad("chat/v1", 1.0, (
-        EndpointLoad("10.0.0.1:1", 10, 10, 0, 5), EndpointLoad("10.0.0.2:1", 10, 10, 0, 2)))])
+        EndpointLoad("10.0.0.1:1", 10, 10, 0, 3), EndpointLoad("10.0.0.2:1", 10, 10, 0, 1)))])
+    controller.on_report("gw-2", [ClusterLoad("chat/v1", 1.0, (
+        EndpointLoad("10.0.0.1:1", 10, 10, 0, 2), EndpointLoad("10.0.0.2:1", 10, 10, 0, 1)))])
     routing = controller.routing_for(fixed.store.state.services[0],
                                      controller.window.take("chat", 2.0), 2.0)
     assert routing.batch_max_requests == 2  # spare (8 - 5) + (4 - 2) = 5 → 2 per proxy
+    assert routing.batch_caps == (("v1", 2),)
+
+
+def test_only_proxies_that_report_load_share_the_cap() -> None:
+    """A debug client or an idle Envoy connected here takes no share (proxies on other
+    replicas report there, so they count); one that stops reporting is forgotten after
+    a while."""
+    fixed = _Fixed(_service(offline=Offline(concurrency_per_pod=40)))
+    connected = {"gw-1", "gw-2", "grpcurl"}
+    controller = RoutingController(fixed.store, proxies=lambda: len(connected) + 2,
+                                   clock=lambda: 0.0, nodes=lambda: connected)
+    service = fixed.store.state.services[0]
+    idle = (EndpointLoad("10.0.0.1:1", 0, 0, 0, 0),)
+    for node in ("gw-1", "gw-2"):
+        controller.on_report(node, [ClusterLoad("chat/v1", 1.0, idle)])
+    routing = controller.routing_for(service, controller.window.take("chat", 1.0), 1.0)
+    # 120 slots over the 2 that report here and 2 on another replica, not over 5.
+    assert routing.batch_max_requests == 30
+    assert controller.reporters["chat"].keys() == {"gw-1", "gw-2"}
+    for t in range(2, 40):
+        controller.on_report("gw-1", [ClusterLoad("chat/v1", 1.0, idle)])
+        routing = controller.routing_for(service, controller.window.take("chat", float(t)),
+                                         float(t))
+    assert controller.reporters["chat"].keys() == {"gw-1"}
+    assert routing.batch_max_requests == 40  # over 3 now: gw-2 fell silent
+
+
+def test_each_version_gets_the_cap_of_its_own_pods() -> None:
+    """Two versions, two batch clusters: each one's cap comes from its own pods' spare,
+    so together they never pass the fleet's (a canary's pod does not get it all)."""
+    stable = (Endpoint("10.0.0.1", 1, labels=(("gpu", "h100"),)),
+              Endpoint("10.0.0.2", 1, labels=(("gpu", "h100"),)))
+    canary = (Endpoint("10.0.0.3", 1, labels=(("gpu", "a100"),)),)
+    service = ModelService(
+        "chat", ListenerSpec("127.0.0.1", 1),
+        (Version("v1", 90, stable), Version("v2", 10, canary)),
+        load_balancing=LoadBalancing(LbPolicy.LEAST_REQUEST,
+                                     capacity=Capacity((("a100", 1.0), ("h100", 2.0)))),
+        offline=Offline(concurrency_per_pod=4))
+    fixed = _Fixed(service)
+    controller = RoutingController(fixed.store, proxies=lambda: 1, clock=lambda: 0.0)
+    controller.on_report("gw", [ClusterLoad("chat/v2", 1.0, (
+        EndpointLoad("10.0.0.3:1", 10, 10, 0, 3),))])
+    routing = controller.routing_for(service, controller.window.take("chat", 1.0), 1.0)
+    assert routing.batch_caps == (("v1", 16), ("v2", 1))  # 8 + 8 spare; 4 - 3
+    assert routing.batch_max_requests == 17
+    assert routing.batch_cap("v2") == 1 and routing.batch_cap("v3") == 0
+    capped = dataclasses.replace(service, offline=Offline(concurrency_per_pod=4,
+                                                          max_concurrency=10))
+    routing = RoutingController(fixed.store, proxies=lambda: 1, clock=lambda: 0.0) \
+        .routing_for(capped, controller.window.take("chat", 2.0), 2.0)
+    assert routing.batch_caps == (("v1", 8), ("v2", 2))  # 10 shared out 16 : 4 (no load)
 
 
 def test_controller_leaves_other_policies_alone() -> None:
