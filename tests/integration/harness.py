@@ -362,6 +362,7 @@ class Reply:
     version: str | None  # x-sluice-version
     pod: str | None  # x-sluice-pod
     error: str | None = None
+    retry_after: str | None = None
 
 
 async def send_requests(
@@ -397,7 +398,8 @@ async def send_requests(
                 async with http.request(method, url, **kwargs) as r:
                     await r.read()
                     replies[i] = Reply(
-                        r.status, r.headers.get("x-sluice-version"), r.headers.get("x-sluice-pod")
+                        r.status, r.headers.get("x-sluice-version"), r.headers.get("x-sluice-pod"),
+                        retry_after=r.headers.get("retry-after"),
                     )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 replies[i] = Reply(0, None, None, f"{type(exc).__name__}: {exc}")

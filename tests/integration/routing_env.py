@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from controlplane.podsim import PodSpec, start_pods
 from controlplane.podsim.server import Pods
 from tests.integration.conftest import EnvoyFactory
@@ -59,14 +57,6 @@ class RoutingWorld:
 
     def port_of(self, i: int) -> int:
         return self.pods[i].spec.port
-
-
-async def post(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
-    """One completion; its status and response headers."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http, \
-            http.post(url, json={"messages": []}, headers=headers) as r:
-        await r.read()
-        return r.status, {k.lower(): v for k, v in r.headers.items()}
 
 
 def by_pod(replies: Sequence[Reply]) -> Counter[str | None]:
