@@ -393,6 +393,9 @@ def batch_route_config_name(service: str) -> str:
     return f"{service}/batch-routes"
 
 
+HYBRID_HEADER = "x-session-id"  # hybrid's key header unless hashKey names another
+
+
 def hybrid_header(service: ModelService) -> str | None:
     """The key header of a hybrid service (its keyed requests go to the affinity clusters)."""
     lb = service.load_balancing

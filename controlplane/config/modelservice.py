@@ -15,6 +15,7 @@ from controlplane.config.kinds import Accepted, Document, KindDef
 from controlplane.config.shapes import MODEL_SERVICE_SPEC
 from controlplane.model import (
     API_VERSION,
+    HYBRID_HEADER,
     MODEL_SERVICE_KIND,
     CircuitBreakers,
     CookieHashKey,
@@ -229,7 +230,8 @@ def _load_balancing(v: Value) -> LoadBalancing:
     bounded = 1.25 if policy is LbPolicy.HYBRID else d.bounded_load
     return LoadBalancing(
         policy=policy,
-        hash_key=_section(v, "hashKey", _hash_key),
+        hash_key=_section(v, "hashKey", _hash_key) or (
+            HashKey(header=HYBRID_HEADER) if policy is LbPolicy.HYBRID else None),
         bounded_load=_opt(v, "boundedLoad", Value.number, bounded),
         active_request_bias=_opt(v, "activeRequestBias", Value.number, d.active_request_bias),
         capacity=routing.capacity(v),

@@ -43,13 +43,11 @@ _TUNING = {"responseTime": LbPolicy.RESPONSE_TIME, "loadReport": LbPolicy.LOAD_R
 def check_load_balancing(doc: Document, spec: Value, lb: Value | None, policy: LbPolicy,
                          shown: str, errors: Errors) -> None:
     """Every rule that ties a loadBalancing field to the policy."""
-    if lb is not None and policy.takes_hash_key and not lb.has("hashKey"):
+    if lb is not None and policy.is_hashing and not lb.has("hashKey"):
         at = lb.get("policy") or lb
-        example = "{header: x-session-id}"
-        more = "" if policy is LbPolicy.HYBRID else " (or cookie: {name: ...}, or sourceIp: true)"
         doc.error(errors, at.mark, f"{lb.path}.hashKey",
                   f"policy {policy.value} hashes requests: add loadBalancing.hashKey, e.g. "
-                  f"hashKey: {example}{more}")
+                  "hashKey: {header: x-session-id} (or cookie: {name: ...}, or sourceIp: true)")
     if lb is not None and policy is LbPolicy.HYBRID:
         key = lb.get("hashKey")
         if key is not None and not key.has("header"):

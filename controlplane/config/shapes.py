@@ -252,11 +252,13 @@ LOAD_BALANCING = Obj(
     description="How Envoy picks an endpoint within a version.",
     fields=(
         Field("policy", Str(enum=tuple(p.value for p in LbPolicy)),
-              "ring_hash, maglev and hybrid need hashKey; response_time weights endpoints "
+              "ring_hash and maglev need hashKey (hybrid: x-session-id unless set); "
+              "response_time weights endpoints "
               "by measured response time and load; load_report by the pods' ORCA reports.",
               default=LbPolicy.LEAST_REQUEST.value),
         Field("hashKey", HASH_KEY,
-              "Required with ring_hash, maglev or hybrid (a header); invalid otherwise."),
+              "Required with ring_hash or maglev; hybrid: a header, {header: x-session-id} "
+              "unless set; invalid otherwise."),
         Field("boundedLoad", Float(exclusive_minimum=1.0, maximum=1000.0),
               "Cap a host at this factor of the mean load (e.g. 1.25); ring_hash, maglev or "
               "hybrid only (hybrid: 1.25 by default)."),
@@ -275,7 +277,9 @@ LOAD_BALANCING = Obj(
     schema_extra={
         "anyOf": [
             {"required": ["policy", "hashKey"],
-             "properties": {"policy": {"enum": list(HASHING_POLICIES)}}},
+             "properties": {"policy": {"enum": [p for p in HASHING_POLICIES
+                                                if p != LbPolicy.HYBRID.value]}}},
+            {"required": ["policy"], "properties": {"policy": {"const": LbPolicy.HYBRID.value}}},
             {"properties": {"policy": {"enum": list(NON_HASHING_POLICIES)}},
              "not": {"anyOf": [{"required": ["hashKey"]}, {"required": ["boundedLoad"]}]}},
         ]

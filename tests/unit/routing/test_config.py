@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from controlplane.config import load_text
-from controlplane.model import Capacity, LbPolicy, Offline, Retries, prior_weight
+from controlplane.model import (
+    Capacity,
+    LbPolicy,
+    Offline,
+    Retries,
+    hybrid_header,
+    prior_weight,
+)
 from tests.unit.config.util import BODY, doc, errors
 
 EP = "spec.versions[0].endpoints[0]"
@@ -52,6 +59,15 @@ def test_defaults_of_the_new_sections() -> None:
     assert svc.load_balancing.bounded_load == 1.25  # hybrid's default bound
 
 
+@pytest.mark.parametrize("key", ["", ", hashKey: {header: x-user}"])
+def test_hybrid_is_one_setting_with_a_default_key_header(key: str) -> None:
+    result = load_text(doc(BODY + f"loadBalancing: {{policy: hybrid{key}}}\n"))
+    assert result.errors == () and result.state is not None
+    [svc] = result.state.services
+    assert hybrid_header(svc) == ("x-user" if key else "x-session-id")
+    assert svc.load_balancing.bounded_load == 1.25
+
+
 LB = "spec.loadBalancing"
 CASES = [
     ("capacity-zero", BODY + "loadBalancing: {capacity: {h100: 0}}\n", f"{LB}.capacity.h100",
@@ -60,8 +76,8 @@ CASES = [
      f"{LB}.capacity.a100", "must be greater than 0.0 (got -1.0)"),
     ("capacity-not-number", BODY + "loadBalancing: {capacity: {h100: fast}}\n",
      f"{LB}.capacity.h100", "expected a number"),
-    ("hybrid-needs-key", BODY + "loadBalancing: {policy: hybrid}\n", f"{LB}.hashKey",
-     "policy hybrid hashes requests"),
+    ("maglev-needs-key", BODY + "loadBalancing: {policy: maglev}\n", f"{LB}.hashKey",
+     "policy maglev hashes requests"),
     ("hybrid-needs-header", BODY + "loadBalancing: {policy: hybrid, hashKey: {sourceIp: true}}\n",
      f"{LB}.hashKey", "use hashKey: {header: NAME}"),
     ("bias-with-random", BODY + "loadBalancing: {policy: random, activeRequestBias: 2}\n",
