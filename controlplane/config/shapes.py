@@ -290,12 +290,12 @@ HEALTH_CHECK = Obj(
     description="Active HTTP health checks by Envoy ({} for the defaults).",
     fields=(
         Field("path", URL_PATH, "Path to GET.", default="/health"),
-        Field("interval", Duration(), "Time between checks.", default="5s"),
+        Field("interval", Duration(), "Time between checks.", default="2s"),
         Field("timeout", Duration(), "Time to wait for an answer.", default="2s"),
         Field("healthyThreshold", Int(minimum=1, maximum=1000),
               "Successes before a host is healthy.", default=2),
         Field("unhealthyThreshold", Int(minimum=1, maximum=1000),
-              "Failures before a host is unhealthy.", default=3),
+              "Failures before a host is unhealthy.", default=2),
     ),
 )
 
