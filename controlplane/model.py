@@ -81,9 +81,12 @@ class Capacity:
     label: str = "gpu"
 
     def factor(self, endpoint: Endpoint) -> float | None:
-        """The endpoint's capacity, or None when its label is missing or not in the table."""
+        """The endpoint's capacity, or None when its label is missing or not in the table
+        (label values match whatever their case: H100 is h100)."""
         value = dict(endpoint.labels).get(self.label)
-        return dict(self.table).get(value) if value is not None else None
+        if value is None:
+            return None
+        return {k.casefold(): v for k, v in self.table}.get(value.casefold())
 
 
 @dataclass(frozen=True)

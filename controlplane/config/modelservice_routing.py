@@ -73,6 +73,17 @@ def check_load_balancing(doc: Document, spec: Value, lb: Value | None, policy: L
             doc.error(errors, lb.fields()[name], f"{lb.path}.{name}",
                       f"tunes policy {wants.value} (policy is {shown}); remove {name} or set "
                       f"policy: {wants.value}")
+    table = lb.get("capacity")
+    if table is not None and not table.fields():
+        doc.error(errors, table, f"{lb.path}.capacity",
+                  "needs at least one GPU type, e.g. capacity: {h100: 2, a100: 1}")
+    seen: dict[str, str] = {}
+    for gpu, entry in table.fields().items() if table is not None else ():
+        if gpu.casefold() in seen:
+            doc.error(errors, entry, f"{lb.path}.capacity.{gpu}",
+                      f"the same GPU type as {seen[gpu.casefold()]} (labels match whatever "
+                      "their case)")
+        seen.setdefault(gpu.casefold(), gpu)
     if lb.has("capacityLabel") and not lb.has("capacity"):
         doc.error(errors, lb.fields()["capacityLabel"], f"{lb.path}.capacityLabel",
                   "names the label capacity is keyed on; add loadBalancing.capacity, e.g. "
@@ -198,13 +209,14 @@ def advise_capacity(doc: Document, warnings: Errors) -> None:
     label_value = lb.get("capacityLabel")
     label = label_value.text() if label_value is not None else "gpu"
     known = sorted(table.fields())
+    folded = {k.casefold() for k in known}
     for version in versions.items():
         endpoints = version.get("endpoints")
         listed = endpoints is not None and isinstance(endpoints.data, list)  # not discovered
         for endpoint in endpoints.items() if endpoints is not None and listed else ():
             labels = endpoint.get("labels")
             value = labels.get(label) if labels is not None else None
-            if value is not None and value.text() in known:
+            if value is not None and value.text().casefold() in folded:
                 continue
             got = f"{label}: {value.text()}" if value is not None else f"no {label} label"
             doc.error(warnings, endpoint, endpoint.path,

@@ -74,6 +74,10 @@ CASES = [
      "must be greater than 0.0 (got 0.0)"),
     ("capacity-negative", BODY + "loadBalancing: {capacity: {h100: 2, a100: -1}}\n",
      f"{LB}.capacity.a100", "must be greater than 0.0 (got -1.0)"),
+    ("capacity-empty", BODY + "loadBalancing: {capacity: {}}\n", f"{LB}.capacity",
+     "needs at least one GPU type"),
+    ("capacity-same-type-twice", BODY + "loadBalancing: {capacity: {h100: 2, H100: 3}}\n",
+     f"{LB}.capacity.H100", "the same GPU type as h100"),
     ("capacity-not-number", BODY + "loadBalancing: {capacity: {h100: fast}}\n",
      f"{LB}.capacity.h100", "expected a number"),
     ("maglev-needs-key", BODY + "loadBalancing: {policy: maglev}\n", f"{LB}.hashKey",
@@ -137,6 +141,16 @@ def test_unknown_gpu_labels_warn_and_get_the_default_weight() -> None:
     ]
     [svc] = result.state.services
     assert [prior_weight(svc, e) for e in svc.versions[0].endpoints] == [100, 100, 100]
+
+
+def test_gpu_labels_match_whatever_their_case() -> None:
+    body = TWO.replace("port: 8000}", "port: 8000, labels: {gpu: H100}}", 1) + (
+        "loadBalancing: {capacity: {h100: 2, A100: 1.5}}\n")
+    result = load_text(doc(body), "t.yaml")
+    assert result.errors == () and result.standalone.warnings == ()
+    assert result.state is not None
+    [svc] = result.state.services
+    assert [prior_weight(svc, e) for e in svc.versions[0].endpoints] == [200, 150]
 
 
 def test_the_second_listener_conflicts_across_services() -> None:
