@@ -27,13 +27,20 @@ def pod(**kw: Any) -> PodSpec:
     return PodSpec(service="chat", version="v1", **kw)
 
 
+Versions = Sequence[tuple[str, int, Sequence[int]]]  # (name, weight, indexes of its pods)
+
+
 def chat_doc(pods: Pods, listener: int, spec: dict[str, Any],
-             endpoint_extra: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+             endpoint_extra: Sequence[dict[str, Any]] = (),
+             versions: Versions = ()) -> dict[str, Any]:
     endpoints = [{"address": LOCALHOST, "port": p.spec.port} for p in pods]
     for endpoint, extra in zip(endpoints, endpoint_extra, strict=False):
         endpoint.update(extra)
+    split = versions or [("v1", 100, range(len(endpoints)))]
     body = {"listener": {"address": LOCALHOST, "port": listener},
-            "versions": [{"name": "v1", "weight": 100, "endpoints": endpoints}], **spec}
+            "versions": [{"name": name, "weight": weight,
+                          "endpoints": [endpoints[i] for i in members]}
+                         for name, weight, members in split], **spec}
     return {"apiVersion": "sluice.dev/v1alpha1", "kind": "ModelService",
             "metadata": {"name": "chat"}, "spec": body}
 
@@ -66,15 +73,20 @@ def by_pod(replies: Sequence[Reply]) -> Counter[str | None]:
 @contextlib.asynccontextmanager
 async def routing_world(tmp_path: Path, envoy_factory: EnvoyFactory, specs: Sequence[PodSpec],
                         spec: dict[str, Any],
-                        endpoint_extra: Sequence[dict[str, Any]] = ()
-                        ) -> AsyncIterator[RoutingWorld]:
+                        endpoint_extra: Sequence[dict[str, Any]] = (),
+                        versions: Versions = ()) -> AsyncIterator[RoutingWorld]:
+    """The pods, Sluice serving ``spec`` over ``versions`` (one version ``v1`` of
+    every pod unless given), and an Envoy that runs every pod."""
+    clusters = [f"chat/{name}" for name, _, _ in versions] or ["chat/v1"]
     listener = free_port()
     async with start_pods(specs) as pods:
         config = ConfigDir(tmp_path / "config")
-        config.write(chat_doc(pods, listener, spec, endpoint_extra), name="chat.yaml")
+        config.write(chat_doc(pods, listener, spec, endpoint_extra, versions),
+                     name="chat.yaml")
         async with InProcessControlPlane(config) as sluice:
             envoy = await start_envoy(envoy_factory, "gw", sluice.xds_port, delta=False)
             world = RoutingWorld(pods, config, sluice, envoy, listener)
-            await async_wait_for(lambda: len(world.weights()) == len(specs), 15,
-                                 what="chat/v1 with every pod on Envoy")
+            await async_wait_for(
+                lambda: sum(len(world.weights(c)) for c in clusters) == len(specs), 15,
+                what=f"{', '.join(clusters)} with every pod on Envoy")
             yield world

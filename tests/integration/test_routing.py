@@ -67,8 +67,7 @@ async def test_load_report_moves_traffic_away_from_a_highly_utilized_pod(
 
 async def test_hybrid_keeps_keyed_requests_on_their_pod_until_the_bound(
         tmp_path: Path, envoy_factory: EnvoyFactory) -> None:
-    spec = {"loadBalancing": {"policy": "hybrid", "hashKey": {"header": "x-session-id"},
-                              "boundedLoad": 1.25}}
+    spec = {"loadBalancing": {"policy": "hybrid"}}  # keyed on x-session-id, bound 1.25
     async with routing_world(tmp_path, envoy_factory, [pod(seed=i) for i in range(4)],
                              spec) as w:
         homes = {}
@@ -180,3 +179,36 @@ async def test_the_batch_cap_rises_and_falls_with_online_load(
             assert len(refused) >= 10 - 1, [r.status for r in replies]
             assert {r.retry_after for r in refused} == {"3"}, refused
         await async_wait_for(lambda: cap() == 16, 15, what="the cap rising again")
+
+
+async def test_each_version_has_the_batch_cap_of_its_own_pods(
+        tmp_path: Path, envoy_factory: EnvoyFactory) -> None:
+    """A stable version of two pods and a canary of one: Envoy runs each version's batch
+    cluster with its own pods' cap, so the canary's pod never takes the fleet's."""
+    spec = {"offline": {"header": {"name": "x-priority", "value": "batch"},
+                        "concurrencyPerPod": 4, "interval": "500ms", "retryAfter": "2s"}}
+    async with routing_world(tmp_path, envoy_factory, [pod(seed=i) for i in range(3)], spec,
+                             versions=[("v1", 90, [0, 1]), ("v2", 10, [2])]) as w:
+        store = w.sluice.app.store
+
+        def caps() -> tuple[tuple[str, int], ...]:
+            routing = store.routing("chat")
+            return routing.batch_caps if routing is not None else ()
+
+        await async_wait_for(lambda: caps() == (("v1", 8), ("v2", 4)), 10,
+                             what="a cap per version")
+
+        def envoy_caps() -> dict[str, int]:
+            dump = w.envoy.config_dump(resource="dynamic_active_clusters")
+            found = {}
+            for c in dump.get("configs", []):
+                cluster = c.get("cluster", {})
+                if cluster.get("name", "").endswith("/batch"):
+                    limits = cluster["circuit_breakers"]["thresholds"][0]
+                    found[cluster["name"]] = int(limits.get("max_requests", 0))
+            return found
+
+        await w.envoy.async_wait_for(
+            lambda: envoy_caps() == {"chat/v1/batch": 8, "chat/v2/batch": 4}, 10,
+            what="Envoy running a cap per version")
+        assert w.sluice.app.routing.caps["chat"] == (12, 12)
