@@ -127,13 +127,14 @@ class LoadBalancing:
 
 @dataclass(frozen=True)
 class HealthCheck:
-    # A pod that stops answering takes no traffic within about 4 s (two failed checks
-    # 2 s apart), one that refuses connections sooner.
+    # A pod that refuses connections takes no traffic within about 6 s (three failed
+    # checks 2 s apart; a slow answer adds the timeout to each); three, not two, so a
+    # busy pod or machine missing one answer is not taken out.
     path: str = "/health"
     interval_ms: int = 2_000
     timeout_ms: int = 2_000
     healthy_threshold: int = 2
-    unhealthy_threshold: int = 2
+    unhealthy_threshold: int = 3
 
 
 @dataclass(frozen=True)

@@ -295,7 +295,7 @@ HEALTH_CHECK = Obj(
         Field("healthyThreshold", Int(minimum=1, maximum=1000),
               "Successes before a host is healthy.", default=2),
         Field("unhealthyThreshold", Int(minimum=1, maximum=1000),
-              "Failures before a host is unhealthy.", default=2),
+              "Failures before a host is unhealthy.", default=3),
     ),
 )
 
