@@ -57,6 +57,7 @@ def check_service(doc: Document, errors: Errors) -> None:
     kube.check(doc, spec, errors)
     routing.check_retries(doc, spec, errors)
     routing.check_offline(doc, spec, errors)
+    routing.check_weight_totals(doc, spec, errors)
 
 
 def _check_versions(doc: Document, versions: Value, errors: Errors) -> None:
@@ -78,8 +79,6 @@ def _check_versions(doc: Document, versions: Value, errors: Errors) -> None:
         if endpoints is not None:
             _check_endpoints(doc, endpoints, errors)
             routing.check_priorities(doc, version, errors)
-            if (spec := doc.spec) is not None:
-                routing.check_weight_totals(doc, spec, version, errors)
     total = sum(w for _, w in weights)
     if len(weights) == len(versions.items()) and total != 100:
         split = ", ".join(f"{n}: {w}" for n, w in weights)

@@ -29,7 +29,7 @@ from controlplane.model import (
     ResponseTimeTuning,
     Retries,
 )
-from controlplane.routing.weights import DRIFT
+from controlplane.routing.weights import DRIFT, UINT32_MAX
 
 
 def either(names: tuple[str, ...] | list[str]) -> str:
@@ -117,49 +117,56 @@ def check_priorities(doc: Document, version: Value, errors: Errors) -> None:
                   f"endpoint priorities must start at 0 and leave no gap (got {shown})")
 
 
-UINT32_MAX = 4_294_967_295
-
-
-def check_weight_totals(doc: Document, spec: Value, version: Value, errors: Errors) -> None:
-    """Envoy rejects an endpoint update whose weights in one locality (priority and zone)
-    add up to more than uint32; response_time needs ``DRIFT``× that as headroom.
+def check_weight_totals(doc: Document, spec: Value, errors: Errors) -> None:
+    """Envoy rejects an endpoint update whose weights in one priority add up to more
+    than uint32 (hashing balancers sum every zone of a priority). response_time moves
+    weights between versions, priorities and zones, within ``DRIFT``× their total over
+    the service: that total must leave the room.
 
     https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/endpoint/v3/endpoint_components.proto#envoy-v3-api-field-config-endpoint-v3-lbendpoint-load-balancing-weight
     """
-    endpoints = version.get("endpoints")
-    if endpoints is None or not isinstance(endpoints.data, list):
-        return
-    lb = spec.get("loadBalancing")
+    lb, versions = spec.get("loadBalancing"), spec.get("versions")
     policy = lb.get("policy") if lb is not None else None
     measured = policy is not None and policy.text() == LbPolicy.RESPONSE_TIME.value
     table = lb.get("capacity") if lb is not None else None
     label_value = lb.get("capacityLabel") if lb is not None else None
     label = label_value.text() if label_value is not None else "gpu"
     entries = table.fields() if table is not None else {}
-    if not all(v.ok for v in entries.values()):
+    if versions is None or not all(v.ok for v in entries.values()):
         return  # reported where it was written
-    factors = {k: v.number() for k, v in entries.items()}
+    factors = {k.casefold(): v.number() for k, v in entries.items()}
     scale = WEIGHT_SCALE if measured or table is not None else 1
-    totals: dict[tuple[int, str], int] = {}
-    for endpoint in endpoints.items():
-        weight, priority = endpoint.get("weight"), endpoint.get("priority")
-        labels = endpoint.get("labels")
-        value = labels.get(label) if labels is not None else None
-        zone = labels.get("zone") if labels is not None else None
-        factor = factors.get(value.text(), 1.0) if value is not None else 1.0
-        w = weight.integer() if weight is not None else 1
-        group = (priority.integer() if priority is not None else 0,
-                 zone.text() if zone is not None else "")
-        totals[group] = totals.get(group, 0) + max(1, round(w * factor * scale))
-    limit = UINT32_MAX // (round(DRIFT) if measured else 1)
-    for (level, zone_name), total in sorted(totals.items()):
-        if total > limit:
-            where = f"priority {level}" + (f", zone {zone_name}" if zone_name else "")
-            how = (f"weight × capacity × {WEIGHT_SCALE}" if scale > 1 else "weight")
-            room = f" (response_time keeps {round(DRIFT)}× room)" if measured else ""
-            doc.error(errors, endpoints, endpoints.path,
-                      f"the endpoints' weights ({how}) add up to {total} at {where}, above "
-                      f"Envoy's limit of {limit}{room}: lower the weights or capacities")
+    how = f"weight × capacity × {WEIGHT_SCALE}" if scale > 1 else "weight"
+    service: dict[tuple[str, int], int] = {}  # each endpoint once, for response_time
+    for version in versions.items():
+        endpoints = version.get("endpoints")
+        if endpoints is None or not isinstance(endpoints.data, list):
+            continue
+        totals: dict[int, int] = {}
+        for endpoint in endpoints.items():
+            weight, priority = endpoint.get("weight"), endpoint.get("priority")
+            address, port = endpoint.get("address"), endpoint.get("port")
+            labels = endpoint.get("labels")
+            value = labels.get(label) if labels is not None else None
+            factor = factors.get(value.text().casefold(), 1.0) if value is not None else 1.0
+            pushed = max(1, round((weight.integer() if weight is not None else 1)
+                                  * factor * scale))
+            level = priority.integer() if priority is not None else 0
+            totals[level] = totals.get(level, 0) + pushed
+            if address is not None and port is not None:
+                service.setdefault((address.text(), port.integer()), pushed)
+        for level, total in sorted(totals.items()):
+            if total > UINT32_MAX and not measured:
+                doc.error(errors, endpoints, endpoints.path,
+                          f"the endpoints' weights ({how}) add up to {total} at priority "
+                          f"{level}, above Envoy's limit of {UINT32_MAX}: lower the weights "
+                          "or capacities")
+    limit = UINT32_MAX // round(DRIFT)
+    if measured and (total := sum(service.values())) > limit:
+        doc.error(errors, versions, versions.path,
+                  f"the endpoints' weights ({how}) add up to {total}; response_time moves "
+                  f"them within {round(DRIFT)}× that, so at most {limit} (Envoy's limit is "
+                  f"{UINT32_MAX}): lower the weights or capacities")
 
 
 def check_retries(doc: Document, spec: Value, errors: Errors) -> None:

@@ -43,14 +43,26 @@ def fleet_cap(slots: Mapping[str, float], online: Mapping[str, float],
 def version_caps(slots: Mapping[str, Mapping[str, float]], online: Mapping[str, float],
                  max_concurrency: int | None = None) -> dict[str, int]:
     """Per version (its own batch cluster, its own circuit breaker): what its pods can
-    take on top of their online load; ``max_concurrency`` bounds the sum, shared out in
-    proportion. (One fleet cap on every version's cluster would let each version's pods
-    take the whole fleet's spare: a canary's few pods most of all.)"""
-    caps = {version: fleet_cap(pods, online) for version, pods in slots.items()}
+    take on top of their online load. A pod listed by several versions counts for the
+    first (in ``slots``' order) that lists it; ``max_concurrency`` bounds the sum,
+    shared out in proportion (largest remainders first). (One fleet cap on every
+    version's cluster would let each version's pods take the whole fleet's spare: a
+    canary's few pods most of all.)"""
+    owned: set[str] = set()
+    caps: dict[str, int] = {}
+    for version, pods in slots.items():
+        own = {k: v for k, v in pods.items() if k not in owned}
+        owned.update(own)
+        caps[version] = fleet_cap(own, online)
     whole = sum(caps.values())
-    if max_concurrency is not None and whole > max_concurrency:
-        caps = {version: cap * max_concurrency // whole for version, cap in caps.items()}
-    return caps
+    if max_concurrency is None or whole <= max_concurrency:
+        return caps
+    exact = {version: cap * max_concurrency / whole for version, cap in caps.items()}
+    shared = {version: math.floor(x) for version, x in exact.items()}
+    left = max_concurrency - sum(shared.values())
+    for version in sorted(exact, key=lambda v: shared[v] - exact[v])[:left]:
+        shared[version] += 1
+    return shared
 
 
 def per_proxy_cap(total: int, proxies: int, previous: int | None,

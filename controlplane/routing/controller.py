@@ -206,22 +206,26 @@ class RoutingController:
             self.states[name] = {k: signal_state(s, samples.get(k), now, tuning)
                                  for k, s in state.items()}
             weights = tuple(sorted((k, s.weight) for k, s in state.items()))
+        proxies = self._reporting(service, take, now)
         if service.offline is None:
+            for table in (self.caps, self._held, self._cap_changed):
+                table.pop(name, None)
             return RoutingState(weights)
-        caps = self._batch_caps(service, prior, take, now)
+        caps = self._batch_caps(service, prior, take, proxies, now)
         return RoutingState(weights, sum(caps.values()), tuple(sorted(caps.items())))
 
     def _batch_caps(self, service: ModelService, prior: dict[str, int], take: WindowTake,
-                    now: float) -> dict[str, int]:
-        """Per version, the batch requests each proxy may have in flight."""
+                    proxies: int, now: float) -> dict[str, int]:
+        """Per version, the batch requests each proxy may have in flight (none for a
+        version that takes no traffic: the batch route splits by version weight)."""
         offline, name = service.offline, service.name
         assert offline is not None
         unit = WEIGHT_SCALE if scaled_weights(service) else 1
         slots = {v.name: {e.key: offline.concurrency_per_pod * prior[e.key] / unit
-                          for e in v.endpoints} for v in service.versions}
+                          for e in v.endpoints} for v in service.versions if v.weight > 0}
         online = {k: take.in_flight(k) for k in prior}
         totals = batch.version_caps(slots, online, offline.max_concurrency)
-        proxies = self._reporting(service, take, now)
+        totals.update({v.name: 0 for v in service.versions if v.weight <= 0})
         held, changed = self._held.setdefault(name, {}), self._cap_changed.setdefault(name, {})
         caps: dict[str, int] = {}
         for version, total in totals.items():

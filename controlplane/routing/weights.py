@@ -48,11 +48,13 @@ from dataclasses import dataclass, replace
 
 from controlplane.model import ResponseTimeTuning
 
-__all__ = ["DRIFT", "EndpointWeight", "Sample", "SignalState", "Tuning", "signal_state",
-           "update"]
+__all__ = ["DRIFT", "UINT32_MAX", "EndpointWeight", "Sample", "SignalState", "Tuning",
+           "signal_state", "update"]
 
-# The weights' total stays within this factor of the priors' total (``_anchored``).
+# The weights' total stays within this factor of the priors' total (``_anchored``), and
+# under Envoy's limit on a locality's total weight.
 DRIFT = 2.0
+UINT32_MAX = 4_294_967_295
 
 
 @dataclass(frozen=True)
@@ -239,9 +241,12 @@ def _anchored(weights: dict[str, float], anchor: float) -> dict[str, float]:
     same number between rescales (a stale one's in particular).
     """
     total = sum(weights.values())
+    # Rounding adds up to half a unit per endpoint; the service's total bounds every
+    # locality's, whatever versions, priorities and zones the endpoints are in.
+    limit = UINT32_MAX - len(weights)
     factor = 1.0
-    while total * factor > DRIFT * anchor:
+    while total * factor > min(DRIFT * anchor, limit):
         factor /= 2
-    while total * factor < anchor / DRIFT:
+    while total * factor < anchor / DRIFT and 2 * total * factor <= limit:
         factor *= 2
     return weights if factor == 1.0 else {k: w * factor for k, w in weights.items()}

@@ -108,9 +108,14 @@ CASES = [
      "add up to 5000000000 at priority 0, above Envoy's limit of 4294967295"),
     ("weights-past-half-uint32", BODY.replace("port: 8000}", "port: 8000, weight: 1000000, "
                                               "labels: {gpu: h100}}")
-     + "loadBalancing: {policy: response_time, capacity: {h100: 30}}\n",
-     "spec.versions[0].endpoints", "add up to 3000000000 at priority 0, above Envoy's limit of "
-     "2147483647 (response_time keeps 2× room)"),
+     + "loadBalancing: {policy: response_time, capacity: {H100: 30}}\n",
+     "spec.versions", "add up to 3000000000; response_time moves them within 2× that, so at "
+     "most 2147483647"),
+    ("weights-past-uint32-over-zones", BODY.replace(
+        "port: 8000}", "port: 8000, weight: 1000000, labels: {gpu: h100, zone: a}}")
+     + "      - {address: 10.0.0.2, port: 8000, weight: 1000000, labels: {gpu: h100, zone: b}}\n"
+     + "loadBalancing: {policy: maglev, hashKey: {header: x}, capacity: {h100: 30}}\n",
+     "spec.versions[0].endpoints", "add up to 6000000000 at priority 0"),
     ("batch-cap-negative", BODY + "offline: {maxConcurrency: -1}\n",
      "spec.offline.maxConcurrency", "must be between 0 and 1000000"),
 ]

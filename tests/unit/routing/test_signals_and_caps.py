@@ -239,3 +239,30 @@ def test_switching_to_response_time_starts_from_fresh_load() -> None:
         EndpointLoad("10.0.0.1:1", 5, 5, 0, 1), EndpointLoad("10.0.0.2:1", 5, 5, 0, 1)))])
     take = controller.window.take("chat", 61.0)
     assert take.online["10.0.0.1:1"].completed == 5  # not 59 × 50 + 5
+
+
+def test_version_caps_count_a_shared_pod_once_and_share_max_concurrency_fairly() -> None:
+    slots = {"v1": {"a": 8.0, "shared": 8.0}, "v2": {"shared": 8.0, "b": 3.0}}
+    assert batch.version_caps(slots, {}) == {"v1": 16, "v2": 3}
+    # 19 shared out to 10: exact 8.42 and 1.58; the larger remainder gets the last one.
+    assert batch.version_caps(slots, {}, max_concurrency=10) == {"v1": 8, "v2": 2}
+    assert batch.version_caps({"v1": {"a": 2.0}, "v2": {"b": 2.0}}, {}, 3) in (
+        {"v1": 2, "v2": 1}, {"v1": 1, "v2": 2})
+
+
+def test_a_version_without_traffic_gets_no_batch_and_removed_offline_leaves_nothing() -> None:
+    eps = (Endpoint("10.0.0.1", 1), Endpoint("10.0.0.2", 1))
+    service = ModelService("chat", ListenerSpec("127.0.0.1", 1),
+                           (Version("v1", 100, eps[:1]), Version("v2", 0, eps[1:])),
+                           offline=Offline(concurrency_per_pod=4, max_concurrency=4))
+    fixed = _Fixed(service)
+    controller = RoutingController(fixed.store, proxies=lambda: 1, clock=lambda: 0.0)
+    routing = controller.routing_for(service, controller.window.take("chat", 1.0), 1.0)
+    assert routing.batch_caps == (("v1", 4), ("v2", 0))
+    plain = dataclasses.replace(service, offline=None,
+                                load_balancing=LoadBalancing(LbPolicy.RESPONSE_TIME))
+    controller.on_report("gw", [ClusterLoad("chat/v1", 1.0, (
+        EndpointLoad("10.0.0.1:1", 1, 1, 0, 1),))])
+    routing = controller.routing_for(plain, controller.window.take("chat", 2.0), 2.0)
+    assert routing.batch_max_requests is None and "chat" not in controller.caps
+    assert controller.reporters["chat"].keys() == {"gw"}  # tracked for response_time too

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from controlplane.routing.weights import (
     DRIFT,
+    UINT32_MAX,
     EndpointWeight,
     Sample,
     SignalState,
@@ -241,3 +242,15 @@ def test_noisy_equal_pods_do_not_oscillate(priors: dict[str, int], base: float,
     for k, seq in moves.items():
         reversals = sum(1 for a, b in itertools.pairwise(seq) if a != b)
         assert reversals <= 1, (k, seq)
+
+
+def test_weights_never_pass_uint32_whatever_the_priors() -> None:
+    """Priors near the limit (discovered pods are never validated): the total, and so
+    every locality's, stays under Envoy's uint32 limit while one pod gains."""
+    priors = {KEYS[0]: 2_000_000_000, KEYS[1]: 2_000_000_000}
+    state: dict[str, EndpointWeight] = {}
+    for i in range(200):
+        state = update(state, priors, {KEYS[0]: sample(0.1), KEYS[1]: sample(1.0)},
+                       2.0 * i, T)
+        assert sum(s.weight for s in state.values()) <= UINT32_MAX
+    assert state[KEYS[0]].weight > 5 * state[KEYS[1]].weight
