@@ -31,6 +31,7 @@ from bench.routing.batchcheck import (
     CLIENTS,
     batch_check,
     batch_reqs,
+    batch_sweep,
     round_stream,
 )
 from bench.routing.descheck import des_check
@@ -156,6 +157,9 @@ def main() -> int:
     parser.add_argument("--save", type=Path, help="write the Envoy load levels' traces here")
     parser.add_argument("--replay", type=Path,
                         help="no Envoy: check the simulation against traces from --save")
+    parser.add_argument("--batch-sweep", action="store_true",
+                        help="no Envoy: the offline class's rounds in the simulation for "
+                             "concurrencyPerPod 0, 3, 4 and 5 over 20 seeds")
     args = parser.parse_args()
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
     if unknown := sections - set(SECTIONS):
@@ -178,6 +182,9 @@ def main() -> int:
     weights = [per_gpu[g] for g in GPUS]  # load per unit of measured capacity
     if args.replay:
         return replay(args.replay, weights)
+    if args.batch_sweep:
+        print(batch_sweep(capacity))
+        return 0
     prompt, output = LATENCY_LENGTHS.means()
     print(f"fleet: {', '.join(GPUS)}; capacity {capacity:.1f} req/s at saturation "
           f"({', '.join(f'{g} {r:.1f}' for g, r in per_gpu.items())}); mean prompt "

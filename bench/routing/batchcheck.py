@@ -34,7 +34,7 @@ from bench.routing.stats import RunStats, summarize
 from bench.routing.workload import Req, mixed
 
 __all__ = ["BATCH_ROUNDS", "BATCH_S", "BATCH_SLOTS", "CLIENTS", "batch_check", "batch_reqs",
-           "round_stream"]
+           "batch_sweep", "round_stream"]
 
 # ``offline.concurrencyPerPod``: a capacity-1 pod takes this many requests in all before
 # batch gets none of it. At 50 % online load that leaves batch a request or two on each
@@ -102,3 +102,21 @@ def batch_check(capacity: float, per_pod: int = BATCH_SLOTS,
             + f"\n\nbatch {rps:.1f} req/s, caps while batch ran {caps}; online p99 with "
             f"batch / alone {fmt(ratios[0])}× ({', '.join(fmt(r) for r in ratios)} over "
             f"seeds {', '.join(str(s) for s in seeds)})")
+
+
+def batch_sweep(capacity: float, slots: Sequence[int] = (0, 3, 4, 5), seeds: int = 20) -> str:
+    """The rounds in the simulation for several ``concurrencyPerPod`` (0: no batch at
+    all, the design's own spread) under many seeds: what batch gets and what it costs
+    online, and how often one run would land above 1.10."""
+    lines = [f"\n## Offline class in the simulation: concurrencyPerPod against online p99 "
+             f"({seeds} seeds, {BATCH_ROUNDS} rounds of {BATCH_S:.0f} s each)\n",
+             "| concurrencyPerPod | batch req/s | online p99 with batch / alone: mean | range "
+             "| seeds above 1.10 |", "|---:|---:|---:|---:|---:|"]
+    for per_pod in slots:
+        runs = [batch_sim(capacity, per_pod, s) for s in range(1, seeds + 1)]
+        ratios = [ratio(t.p99, a.p99) for a, t, _, _ in runs]
+        rps = sum(r[2] for r in runs) / len(runs)
+        lines.append(f"| {per_pod} | {rps:.2f} | {fmt(sum(ratios) / len(ratios))} | "
+                     f"{fmt(min(ratios))}–{fmt(max(ratios))} | "
+                     f"{sum(r > 1.10 for r in ratios)} of {seeds} |")
+    return "\n".join(lines)
