@@ -11,8 +11,8 @@ may use the spare of the whole fleet::
 Every version has its own batch cluster, so its own cap, from its own pods
 (``version_caps``). Each proxy enforces its own share (Envoy's circuit breakers
 count per proxy), ``cap // proxies``, where ``proxies`` are those that report
-load for the service (a debug client or an idle Envoy connected to the control
-plane takes no share). The cap moves when online load moves, but slowly: a new cap
+load for the service (a debug client, or an Envoy without load reporting, takes
+no share). The cap moves when online load moves, but slowly: a new cap
 is a new batch cluster (CDS), and Envoy starts a replaced cluster's circuit
 breaker from zero while the old cluster's requests finish, so every change lets
 up to one extra cap of batch requests in for as long as those last. Hence a

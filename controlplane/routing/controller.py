@@ -244,8 +244,9 @@ class RoutingController:
     def _reporting(self, service: ModelService, take: WindowTake, now: float) -> int:
         """Proxies that take a share of the cap: every one connected to any replica but
         those connected here that sent no load report for the service lately (a debug
-        client, an idle Envoy); while none reports, every one, and a warning says why
-        the controller sees no load. (Proxies on other replicas report there.)"""
+        client, an Envoy without load reporting; an idle Envoy still reports); while
+        none reports, every one, and a warning says why the controller sees no load.
+        (Proxies on other replicas report there.)"""
         seen = self.reporters.setdefault(service.name, {})
         seen.update(dict.fromkeys(take.proxies, now))
         for node in [n for n, at in seen.items() if now - at > REPORTERS_FORGET_S]:

@@ -167,9 +167,9 @@ def test_controller_sets_weights_and_caps_through_the_store() -> None:
 
 
 def test_only_proxies_that_report_load_share_the_cap() -> None:
-    """A debug client or an idle Envoy connected here takes no share (proxies on other
-    replicas report there, so they count); one that stops reporting is forgotten after
-    a while."""
+    """A debug client, or an Envoy that sends no load report, takes no share (proxies on
+    other replicas report there, so they count); one that stops reporting is forgotten
+    after a while."""
     fixed = _Fixed(_service(offline=Offline(concurrency_per_pod=40)))
     connected = {"gw-1", "gw-2", "grpcurl"}
     controller = RoutingController(fixed.store, proxies=lambda: len(connected) + 2,
