@@ -12,6 +12,7 @@ that validates); nothing else constructs them from untrusted input.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 
 API_VERSION = "sluice.dev/v1alpha1"
@@ -81,12 +82,16 @@ class Capacity:
     label: str = "gpu"
 
     def factor(self, endpoint: Endpoint) -> float | None:
-        """The endpoint's capacity, or None when its label is missing or not in the table
-        (label values match whatever their case: H100 is h100)."""
-        value = dict(endpoint.labels).get(self.label)
-        if value is None:
-            return None
-        return {k.casefold(): v for k, v in self.table}.get(value.casefold())
+        """The endpoint's capacity, or None when its label is missing or not in the table."""
+        return self.factor_of(dict(endpoint.labels).get(self.label))
+
+    def factor_of(self, value: str | None) -> float | None:
+        """The capacity of label ``value`` (whatever its case: H100 is h100), else None."""
+        return self._folded.get(value.casefold()) if value is not None else None
+
+    @functools.cached_property
+    def _folded(self) -> dict[str, float]:
+        return {k.casefold(): v for k, v in self.table}
 
 
 @dataclass(frozen=True)

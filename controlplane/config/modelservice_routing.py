@@ -129,13 +129,11 @@ def check_weight_totals(doc: Document, spec: Value, errors: Errors) -> None:
     policy = lb.get("policy") if lb is not None else None
     measured = policy is not None and policy.text() == LbPolicy.RESPONSE_TIME.value
     table = lb.get("capacity") if lb is not None else None
-    label_value = lb.get("capacityLabel") if lb is not None else None
-    label = label_value.text() if label_value is not None else "gpu"
     entries = table.fields() if table is not None else {}
     if versions is None or not all(v.ok for v in entries.values()):
         return  # reported where it was written
-    factors = {k.casefold(): v.number() for k, v in entries.items()}
-    scale = WEIGHT_SCALE if measured or table is not None else 1
+    table_of = capacity(lb) if lb is not None else None
+    scale = WEIGHT_SCALE if measured or table_of is not None else 1
     how = f"weight × capacity × {WEIGHT_SCALE}" if scale > 1 else "weight"
     service: dict[tuple[str, int], int] = {}  # each endpoint once, for response_time
     for version in versions.items():
@@ -147,8 +145,8 @@ def check_weight_totals(doc: Document, spec: Value, errors: Errors) -> None:
             weight, priority = endpoint.get("weight"), endpoint.get("priority")
             address, port = endpoint.get("address"), endpoint.get("port")
             labels = endpoint.get("labels")
-            value = labels.get(label) if labels is not None else None
-            factor = factors.get(value.text().casefold(), 1.0) if value is not None else 1.0
+            value = labels.get(table_of.label) if labels is not None and table_of else None
+            factor = (table_of.factor_of(value.text()) if table_of and value else None) or 1.0
             pushed = max(1, round((weight.integer() if weight is not None else 1)
                                   * factor * scale))
             level = priority.integer() if priority is not None else 0
@@ -215,15 +213,18 @@ def advise_capacity(doc: Document, warnings: Errors) -> None:
         return
     label_value = lb.get("capacityLabel")
     label = label_value.text() if label_value is not None else "gpu"
+    if not all(v.ok for v in table.fields().values()):
+        return  # the table's own errors come first
     known = sorted(table.fields())
-    folded = {k.casefold() for k in known}
+    table_of = capacity(lb)
     for version in versions.items():
         endpoints = version.get("endpoints")
         listed = endpoints is not None and isinstance(endpoints.data, list)  # not discovered
         for endpoint in endpoints.items() if endpoints is not None and listed else ():
             labels = endpoint.get("labels")
             value = labels.get(label) if labels is not None else None
-            if value is not None and value.text().casefold() in folded:
+            if value is not None and table_of is not None and \
+                    table_of.factor_of(value.text()) is not None:
                 continue
             got = f"{label}: {value.text()}" if value is not None else f"no {label} label"
             doc.error(warnings, endpoint, endpoint.path,
