@@ -34,7 +34,7 @@ from bench.routing.batchcheck import (
     batch_sweep,
     round_stream,
 )
-from bench.routing.descheck import des_check
+from bench.routing.descheck import CHANCE, REPEATS, chance_spread, des_check, ramps
 from bench.routing.envoy_bench import EnvoyBench, Trace, ramp, rows
 from bench.routing.fleet import GPUS, LATENCY_LENGTHS, SERVICE, saturation_rps
 from bench.routing.report import check, fmt, ratio, run_table, seed_table, summary_table
@@ -71,11 +71,15 @@ async def envoy_runs(bench: EnvoyBench, policies: list[Policy], capacity: float,
         segments += [mixed(lv / 100 * capacity, seconds, seed=lv, lengths=LATENCY_LENGTHS)
                      for lv in LEVELS]
         lengths = [WARMUP_S] + [seconds] * len(LEVELS)
-        whole = await bench.open_loop(ramp(segments, lengths), sum(lengths))
-        runs: dict[object, Trace] = {"ramp": whole}
-        for k, level in enumerate(LEVELS):
-            begin = WARMUP_S + k * seconds
-            runs[level] = whole.window(begin, begin + seconds)
+        reqs = ramp(segments, lengths)
+        starts = [WARMUP_S + k * seconds for k in range(len(LEVELS))]
+        spread = chance_spread(policy, reqs, bench.pod_names, starts, seconds)
+        repeats = REPEATS if spread > CHANCE else 1
+        wholes = [await bench.open_loop(reqs, sum(lengths)) for _ in range(repeats)]
+        runs: dict[object, Trace] = {("ramp" if i == 0 else f"ramp {i + 1}"): whole
+                                     for i, whole in enumerate(wholes)}
+        for level, begin in zip(LEVELS, starts, strict=True):
+            runs[level] = Trace.joined([w.window(begin, begin + seconds) for w in wholes])
         if full:
             sat = mixed(capacity, 120.0, seed=7, lengths=LATENCY_LENGTHS)
             runs["saturation"] = await bench.closed_loop(sat, 16 * len(GPUS), sat_seconds)
@@ -84,7 +88,9 @@ async def envoy_runs(bench: EnvoyBench, policies: list[Policy], capacity: float,
             await bench.open_loop(first, first[-1].t if first else 0.0)
             runs["cache"] = await bench.open_loop(turns, CACHE_S)
         traces[policy.name] = runs
-        print(f"  {policy.name}: {time.monotonic() - started:.0f} s", flush=True)
+        note = (f" (chance moves its simulated mean {100 * spread:.0f} %: {repeats} ramps "
+                f"pooled)" if repeats > 1 else "")
+        print(f"  {policy.name}: {time.monotonic() - started:.0f} s{note}", flush=True)
     return traces
 
 
@@ -220,7 +226,8 @@ def main() -> int:
 
 def policy_tables(traces: Traces, names: list[str], weights: list[float], capacity: float
                   ) -> tuple[dict[str, dict[object, RunStats]], dict[str, list[float]]]:
-    stats = {name: {k: t.stats(names, weights) for k, t in runs.items() if k != "ramp"}
+    stats = {name: {k: t.stats(names, weights) for k, t in runs.items()
+                    if not (isinstance(k, str) and k.startswith("ramp"))}
              for name, runs in traces.items()}
     for level in LEVELS:
         print(f"\n## Envoy, {level} % of capacity ({level / 100 * capacity:.1f} req/s "
@@ -249,20 +256,27 @@ def policy_tables(traces: Traces, names: list[str], weights: list[float], capaci
 def save(path: Path, traces: Traces, names: list[str], starts: list[float],
          seconds: float) -> None:
     doc = {"names": names, "starts": starts, "seconds": seconds,
-           "ramps": {name: runs["ramp"].to_json() for name, runs in traces.items()}}
+           "ramps": {name: [t.to_json() for t in ramps(runs)] for name, runs in traces.items()}}
     path.write_text(json.dumps(doc))
     print(f"traces saved to {path}")
 
 
 def replay(path: Path, weights: list[float]) -> int:
-    doc = json.loads(path.read_text())
-    starts, seconds = doc["starts"], doc["seconds"]
+    try:
+        doc = json.loads(path.read_text())
+        starts, seconds, names = doc["starts"], doc["seconds"], doc["names"]
+        saved = {name: [Trace.from_json(d) for d in docs] for name, docs in doc["ramps"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"{path}: not a file written by --save ({type(e).__name__}: {e})")
+        return 2
     traces: Traces = {}
-    for name, ramp_doc in doc["ramps"].items():
-        whole = Trace.from_json(ramp_doc)
-        traces[name] = {"ramp": whole, **{lv: whole.window(s, s + seconds)
-                                          for lv, s in zip(LEVELS, starts, strict=True)}}
-    for line in des_check(traces, doc["names"], weights, starts, seconds):
+    for name, wholes in saved.items():
+        runs: dict[object, Trace] = {("ramp" if i == 0 else f"ramp {i + 1}"): whole
+                                     for i, whole in enumerate(wholes)}
+        for lv, s in zip(LEVELS, starts, strict=True):
+            runs[lv] = Trace.joined([w.window(s, s + seconds) for w in wholes])
+        traces[name] = runs
+    for line in des_check(traces, names, weights, starts, seconds):
         print(line)
     return 0
 
