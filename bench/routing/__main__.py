@@ -75,7 +75,12 @@ async def envoy_runs(bench: EnvoyBench, policies: list[Policy], capacity: float,
         starts = [WARMUP_S + k * seconds for k in range(len(LEVELS))]
         spread = chance_spread(policy, reqs, bench.pod_names, starts, seconds)
         repeats = REPEATS if spread > CHANCE else 1
-        wholes = [await bench.open_loop(reqs, sum(lengths)) for _ in range(repeats)]
+        wholes: list[Trace] = []
+        for i in range(repeats):
+            if i:  # a repeat starts as the first did: fresh pods, the policy pushed anew
+                await bench.apply(next(p for p in policies if p.name != policy.name))
+                await bench.apply(policy)
+            wholes.append(await bench.open_loop(reqs, sum(lengths)))
         runs: dict[object, Trace] = {("ramp" if i == 0 else f"ramp {i + 1}"): whole
                                      for i, whole in enumerate(wholes)}
         for level, begin in zip(LEVELS, starts, strict=True):
