@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from bench.routing.__main__ import replay
 from bench.routing.batchcheck import BATCH_S, round_stream
+from bench.routing.descheck import CHANCE, chance_spread, ramps
 from bench.routing.enginepod import EnginePod
+from bench.routing.envoy_bench import Trace, ramp
 from bench.routing.envoyhash import envoy_hashing, maglev_table, mt19937, ring, xxh64
 from bench.routing.fastpod import Job
 from bench.routing.routers import Proxy, ring_host
 from bench.routing.sim import BatchLoad, Policy, simulate_fleet
-from bench.routing.workload import mixed
+from bench.routing.workload import Req, mixed
 from controlplane.podsim.engine import RequestSpec
 from controlplane.podsim.profiles import PROFILES, EngineConfig
 from controlplane.podsim.simulate import simulate
@@ -135,3 +139,30 @@ def test_the_offline_rounds_repeat_the_alone_window_beside_the_same_load() -> No
     assert before == after  # the same load before the first window and after the last
 
 
+
+
+def _ramp() -> tuple[list[Req], list[float], float]:
+    """The benchmark's ramp shape at 4 pods' capacity: a warm-up, then 50, 70, 90 %."""
+    capacity, seconds = 71.0, 5.0
+    segments = [mixed(0.5 * capacity, 2.0, seed=99)]
+    segments += [mixed(lv / 100 * capacity, seconds, seed=lv) for lv in (50, 70, 90)]
+    return ramp(segments, [2.0, seconds, seconds, seconds]), [2.0, 7.0, 12.0], seconds
+
+
+def test_chance_spread_tells_random_draws_from_a_policy_that_corrects_itself() -> None:
+    reqs, starts, seconds = _ramp()
+    draws = chance_spread(Policy("random", "random"), reqs, ADDRESSES, starts, seconds)
+    steady = chance_spread(Policy("least request + capacity", "lr", capacity=True), reqs,
+                           ADDRESSES, starts, seconds)
+    assert draws > CHANCE > steady
+
+
+def test_repeated_ramps_are_pooled_in_order_and_a_foreign_file_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = (Trace([], [], 1.0, float(k)) for k in range(2))
+    runs: dict[object, Trace] = {"ramp": first, 50: second, "ramp 2": second, "cache": first}
+    assert ramps(runs) == [first, second]
+    bad = tmp_path / "other.json"
+    bad.write_text('{"machine": {}, "results": []}')
+    assert replay(bad, [1.0] * 4) == 2
+    assert f"{bad}: not a file written by --save (KeyError: 'starts')" in capsys.readouterr().out
