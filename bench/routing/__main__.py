@@ -34,7 +34,7 @@ from bench.routing.batchcheck import (
     batch_sweep,
     round_stream,
 )
-from bench.routing.descheck import CHANCE, REPEATS, chance_spread, des_check, ramps
+from bench.routing.descheck import CHANCE, REPEATS, chance_spread, des_check, pooled, ramps
 from bench.routing.envoy_bench import EnvoyBench, Trace, ramp, rows
 from bench.routing.fleet import GPUS, LATENCY_LENGTHS, SERVICE, saturation_rps
 from bench.routing.report import check, fmt, ratio, run_table, seed_table, summary_table
@@ -81,10 +81,7 @@ async def envoy_runs(bench: EnvoyBench, policies: list[Policy], capacity: float,
                 await bench.apply(next(p for p in policies if p.name != policy.name))
                 await bench.apply(policy)
             wholes.append(await bench.open_loop(reqs, sum(lengths)))
-        runs: dict[object, Trace] = {("ramp" if i == 0 else f"ramp {i + 1}"): whole
-                                     for i, whole in enumerate(wholes)}
-        for level, begin in zip(LEVELS, starts, strict=True):
-            runs[level] = Trace.joined([w.window(begin, begin + seconds) for w in wholes])
+        runs = pooled(wholes, starts, seconds)
         if full:
             sat = mixed(capacity, 120.0, seed=7, lengths=LATENCY_LENGTHS)
             runs["saturation"] = await bench.closed_loop(sat, 16 * len(GPUS), sat_seconds)
@@ -274,13 +271,7 @@ def replay(path: Path, weights: list[float]) -> int:
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"{path}: not a file written by --save ({type(e).__name__}: {e})")
         return 2
-    traces: Traces = {}
-    for name, wholes in saved.items():
-        runs: dict[object, Trace] = {("ramp" if i == 0 else f"ramp {i + 1}"): whole
-                                     for i, whole in enumerate(wholes)}
-        for lv, s in zip(LEVELS, starts, strict=True):
-            runs[lv] = Trace.joined([w.window(s, s + seconds) for w in wholes])
-        traces[name] = runs
+    traces: Traces = {name: pooled(wholes, starts, seconds) for name, wholes in saved.items()}
     for line in des_check(traces, names, weights, starts, seconds):
         print(line)
     return 0

@@ -41,7 +41,7 @@ from controlplane.podsim.engine import RequestSpec
 from controlplane.podsim.profiles import profile
 from controlplane.podsim.simulate import simulate
 
-__all__ = ["CHANCE", "REPEATS", "chance_spread", "des_check", "ramps"]
+__all__ = ["CHANCE", "REPEATS", "chance_spread", "des_check", "pooled", "ramps"]
 
 LEVELS = (50, 70, 90)
 SEEDS = 20
@@ -53,6 +53,17 @@ STALL_MS = 50.0  # Envoy's median latency over podsim's for its own pod choices:
 def ramps(runs: Mapping[object, Trace]) -> list[Trace]:
     """A policy's Envoy ramps: ``"ramp"`` and, for a chancy policy, its repeats."""
     return [t for k, t in runs.items() if isinstance(k, str) and k.startswith("ramp")]
+
+
+def pooled(wholes: Sequence[Trace], starts: Sequence[float], seconds: float
+           ) -> dict[object, Trace]:
+    """A policy's ramps under ``"ramp"``, ``"ramp 2"``, … and each level's window pooled
+    over them."""
+    runs: dict[object, Trace] = {("ramp" if i == 0 else f"ramp {i + 1}"): whole
+                                 for i, whole in enumerate(wholes)}
+    for level, begin in zip(LEVELS, starts, strict=True):
+        runs[level] = Trace.joined([w.window(begin, begin + seconds) for w in wholes])
+    return runs
 
 
 def _windows(policy: Policy, reqs: Sequence[Req], names: list[str], capacity: list[float],

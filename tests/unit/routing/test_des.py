@@ -11,7 +11,7 @@ import pytest
 
 from bench.routing.__main__ import replay
 from bench.routing.batchcheck import BATCH_S, round_stream
-from bench.routing.descheck import CHANCE, chance_spread, ramps
+from bench.routing.descheck import CHANCE, chance_spread, pooled, ramps
 from bench.routing.enginepod import EnginePod
 from bench.routing.envoy_bench import Trace, ramp
 from bench.routing.envoyhash import envoy_hashing, maglev_table, mt19937, ring, xxh64
@@ -139,8 +139,6 @@ def test_the_offline_rounds_repeat_the_alone_window_beside_the_same_load() -> No
     assert before == after  # the same load before the first window and after the last
 
 
-
-
 def _ramp() -> tuple[list[Req], list[float], float]:
     """The benchmark's ramp shape at 4 pods' capacity: a warm-up, then 50, 70, 90 %."""
     capacity, seconds = 71.0, 5.0
@@ -166,3 +164,15 @@ def test_repeated_ramps_are_pooled_in_order_and_a_foreign_file_is_refused(
     bad.write_text('{"machine": {}, "results": []}')
     assert replay(bad, [1.0] * 4) == 2
     assert f"{bad}: not a file written by --save (KeyError: 'starts')" in capsys.readouterr().out
+
+
+def test_each_level_pools_its_window_of_every_ramp() -> None:
+    def whole(pod: str) -> Trace:  # one request in each level's window, served by ``pod``
+        reqs = [Req(t, 100, 10) for t in (3.0, 8.0, 13.0)]
+        return Trace(reqs, [[r.t, 200, 0.1, 1.0, pod, 10] for r in reqs], 17.0)
+
+    runs = pooled([whole("a"), whole("b")], [2.0, 7.0, 12.0], 5.0)
+    assert ramps(runs) == [runs["ramp"], runs["ramp 2"]]
+    for level in (50, 70, 90):
+        assert [row[4] for row in runs[level].results] == ["a", "b"]
+        assert runs[level].seconds == 10.0 and [r.t for r in runs[level].reqs] == [1.0, 6.0]
